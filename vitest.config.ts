@@ -9,7 +9,10 @@ export default defineConfig({
     // Tests exercise the sources, so `npm test` needs no build in between edits.
     alias: [
       { find: '@nubes/testing', replacement: here('./testing/src/index.ts') },
-      ...packages.map((name) => ({ find: `@nubes/${name}`, replacement: here(`./packages/${name}/src/index.ts`) })),
+      ...packages.map((name) => ({
+        find: `@nubes/${name}`,
+        replacement: here(`./packages/${name}/src/index.ts`),
+      })),
     ],
   },
   test: {

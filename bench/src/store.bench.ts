@@ -8,7 +8,10 @@ import { type BenchCase, type BenchGroup, defineBenchmarks } from './harness.js'
 function storeCases(store: Store, tag: string): { put: BenchCase; get: BenchCase; tx: BenchCase } {
   let i = 0;
   return {
-    put: { name: `${tag} put`, fn: () => store.put(`bench/put/${i++ % 1000}`, { i, name: 'vm-1', vcpus: 2 }) },
+    put: {
+      name: `${tag} put`,
+      fn: () => store.put(`bench/put/${i++ % 1000}`, { i, name: 'vm-1', vcpus: 2 }),
+    },
     get: { name: `${tag} get`, fn: () => store.get('bench/get') },
     tx: {
       name: `${tag} 1-key transaction`,
@@ -37,7 +40,10 @@ export default defineBenchmarks({
       name: 'memory put',
       cases: [{ name: 'Map.set', reference: true, fn: () => map.set(`k${mi++ % 1000}`, { mi }) }, m.put],
     });
-    groups.push({ name: 'memory get', cases: [{ name: 'Map.get', reference: true, fn: () => map.get('k1') }, m.get] });
+    groups.push({
+      name: 'memory get',
+      cases: [{ name: 'Map.get', reference: true, fn: () => map.get('k1') }, m.get],
+    });
     groups.push({ name: 'memory transaction', cases: [m.tx] });
     closers.push(() => memory.close());
 
@@ -50,7 +56,9 @@ export default defineBenchmarks({
       raw.pragma('journal_mode = WAL');
       raw.pragma(`synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
       raw.exec('CREATE TABLE kv (key BLOB PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID');
-      const upsert = raw.prepare('INSERT INTO kv VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
+      const upsert = raw.prepare(
+        'INSERT INTO kv VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      );
       const select = raw.prepare('SELECT value FROM kv WHERE key = ?');
       upsert.run(Buffer.from('bench/get'), '{"name":"vm-1"}');
       const rmw = raw.transaction(() => {
@@ -65,20 +73,30 @@ export default defineBenchmarks({
           {
             name: 'better-sqlite3 upsert',
             reference: true,
-            fn: () => upsert.run(Buffer.from(`bench/put/${ri++ % 1000}`), JSON.stringify({ ri, name: 'vm-1', vcpus: 2 })),
+            fn: () =>
+              upsert.run(
+                Buffer.from(`bench/put/${ri++ % 1000}`),
+                JSON.stringify({ ri, name: 'vm-1', vcpus: 2 }),
+              ),
           },
           s.put,
         ],
       });
       groups.push({
         name: `sqlite ${durability} get`,
-        cases: [{ name: 'better-sqlite3 select', reference: true, fn: () => select.get(Buffer.from('bench/get')) }, s.get],
+        cases: [
+          { name: 'better-sqlite3 select', reference: true, fn: () => select.get(Buffer.from('bench/get')) },
+          s.get,
+        ],
       });
       groups.push({
         name: `sqlite ${durability} transaction`,
         cases: [{ name: 'better-sqlite3 read-modify-write', reference: true, fn: rmw }, s.tx],
       });
-      closers.push(() => store.close(), () => raw.close());
+      closers.push(
+        () => store.close(),
+        () => raw.close(),
+      );
     }
 
     // PostgreSQL: against node-postgres running the same statements, one client and eight.
@@ -91,29 +109,39 @@ export default defineBenchmarks({
       await raw.query('CREATE TABLE IF NOT EXISTS raw_kv (key bytea PRIMARY KEY, value text NOT NULL)');
       await raw.query("INSERT INTO raw_kv VALUES ('bench/get', '{}') ON CONFLICT DO NOTHING");
       const rawUpsert = (client: pg.Client, key: string) =>
-        client.query('INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [
-          Buffer.from(key),
-          '{"name":"vm-1"}',
-        ]);
+        client.query(
+          'INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+          [Buffer.from(key), '{"name":"vm-1"}'],
+        );
       const rawRmw = async (client: pg.Client, key: string) => {
         await client.query('BEGIN');
-        const r = await client.query<{ value: string }>('SELECT value FROM raw_kv WHERE key = $1 FOR UPDATE', [Buffer.from(key)]);
-        await client.query('INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [
-          Buffer.from(key),
-          String(Number(r.rows[0]?.value ?? 0) + 1),
-        ]);
+        const r = await client.query<{ value: string }>(
+          'SELECT value FROM raw_kv WHERE key = $1 FOR UPDATE',
+          [Buffer.from(key)],
+        );
+        await client.query(
+          'INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+          [Buffer.from(key), String(Number(r.rows[0]?.value ?? 0) + 1)],
+        );
         await client.query('COMMIT');
       };
       const s = storeCases(store, 'PostgresStore');
       let pi = 0;
       groups.push({
         name: 'postgres put',
-        cases: [{ name: 'pg upsert', reference: true, fn: () => rawUpsert(raw, `bench/put/${pi++ % 1000}`) }, s.put],
+        cases: [
+          { name: 'pg upsert', reference: true, fn: () => rawUpsert(raw, `bench/put/${pi++ % 1000}`) },
+          s.put,
+        ],
       });
       groups.push({
         name: 'postgres get',
         cases: [
-          { name: 'pg select', reference: true, fn: () => raw.query('SELECT value FROM raw_kv WHERE key = $1', [Buffer.from('bench/get')]) },
+          {
+            name: 'pg select',
+            reference: true,
+            fn: () => raw.query('SELECT value FROM raw_kv WHERE key = $1', [Buffer.from('bench/get')]),
+          },
           s.get,
         ],
       });
@@ -123,7 +151,10 @@ export default defineBenchmarks({
       });
 
       // Eight concurrent clients, each its own connection, each writing its own keys.
-      const stores = Array.from({ length: 8 }, () => new PostgresStore({ connectionString: url, table: 'bench_eight', poolSize: 1 }));
+      const stores = Array.from(
+        { length: 8 },
+        () => new PostgresStore({ connectionString: url, table: 'bench_eight', poolSize: 1 }),
+      );
       const raws = Array.from({ length: 8 }, () => new pg.Client({ connectionString: url }));
       await Promise.all(raws.map((c) => c.connect()));
       let ci = 0;

@@ -99,7 +99,9 @@ export function probe(capability: Capability): CapabilityStatus {
     case 'postgres': {
       if (process.env.NUBES_TEST_POSTGRES_URL) return { ok: true, reason: 'NUBES_TEST_POSTGRES_URL is set' };
       const dir = postgresBinDir();
-      return dir ? { ok: true, reason: dir } : { ok: false, reason: 'PostgreSQL server binaries are not installed' };
+      return dir
+        ? { ok: true, reason: dir }
+        : { ok: false, reason: 'PostgreSQL server binaries are not installed' };
     }
   }
 }

@@ -10,7 +10,9 @@ export async function setup(project: TestProject): Promise<void> {
   const line = Object.entries(report)
     .map(([name, status]) => `${name}=${status.ok ? 'yes' : 'no'}`)
     .join(' ');
-  console.log(`[nubes] host capabilities: ${line}${strictCapabilities() ? ' (CI=true: missing ones fail)' : ''}`);
+  console.log(
+    `[nubes] host capabilities: ${line}${strictCapabilities() ? ' (CI=true: missing ones fail)' : ''}`,
+  );
   let url = process.env.NUBES_TEST_POSTGRES_URL ?? '';
   let missing = '';
   if (!url && probe('postgres').ok) {

@@ -22,7 +22,9 @@ export function freePort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -31,7 +33,8 @@ export function freePort(): Promise<number> {
 function asServerUser(argv: string[]): string[] {
   if (process.getuid?.() !== 0) return argv;
   const setpriv = which('setpriv');
-  if (!setpriv) throw new Error('running as root needs setpriv (util-linux) to start PostgreSQL as the postgres user');
+  if (!setpriv)
+    throw new Error('running as root needs setpriv (util-linux) to start PostgreSQL as the postgres user');
   return [setpriv, '--reuid=postgres', '--regid=postgres', '--init-groups', '--', ...argv];
 }
 
@@ -39,7 +42,9 @@ async function waitUntilReady(url: string, server: ChildProcess, logFile: string
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (server.exitCode !== null) {
-      throw new Error(`postgres exited with ${server.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
+      throw new Error(
+        `postgres exited with ${server.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`,
+      );
     }
     const client = new pg.Client({ connectionString: url });
     try {

@@ -13,7 +13,8 @@ declare module 'vitest' {
 /** Why the listed capabilities are not all present, or `undefined` when they are. */
 export function missingCapabilities(needs: readonly Capability[]): string | undefined {
   const missing = needs.map(probe).filter((status) => !status.ok);
-  if (needs.includes('postgres') && !testPostgresUrl()) missing.push({ ok: false, reason: inject('postgresMissing') });
+  if (needs.includes('postgres') && !testPostgresUrl())
+    missing.push({ ok: false, reason: inject('postgresMissing') });
   return missing.length ? missing.map((m) => m.reason).join('; ') : undefined;
 }
 

@@ -67,8 +67,12 @@ export class NubesError extends Error {
   }
 
   /** A JSON body for an HTTP response: `{ error: { code, message, details } }`. */
-  toJSON(): { error: { code: ErrorCode; message: string; status: number; details: Record<string, unknown> } } {
-    return { error: { code: this.code, message: this.message, status: this.httpStatus, details: this.details } };
+  toJSON(): {
+    error: { code: ErrorCode; message: string; status: number; details: Record<string, unknown> };
+  } {
+    return {
+      error: { code: this.code, message: this.message, status: this.httpStatus, details: this.details },
+    };
   }
 }
 
@@ -94,7 +98,11 @@ export function errorCode(error: unknown): ErrorCode | undefined {
 }
 
 /** An `InvalidInput` error naming the field that failed. */
-export function invalidInput(field: string, message: string, details: Record<string, unknown> = {}): NubesError {
+export function invalidInput(
+  field: string,
+  message: string,
+  details: Record<string, unknown> = {},
+): NubesError {
   return new NubesError('InvalidInput', `${field}: ${message}`, { details: { field, ...details } });
 }
 

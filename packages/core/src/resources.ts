@@ -17,7 +17,10 @@ export const ResourceClass = {
 
 const resourceName = z
   .string()
-  .regex(/^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/, 'resource names start with a letter and use letters, digits, _ . : -');
+  .regex(
+    /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/,
+    'resource names start with a letter and use letters, digits, _ . : -',
+  );
 
 /** Schema for a resource vector whose amounts are finite and not negative (capacities, requests). */
 export const resourcesSchema = z.record(resourceName, z.number().finite().nonnegative());

@@ -10,7 +10,11 @@ export interface BackendFactory {
 }
 
 /** Reads `count` events from a watch, failing after `timeoutMs`; the watch stays open. */
-export async function collect(watch: AsyncIterable<WatchEvent>, count: number, timeoutMs = 15_000): Promise<WatchEvent[]> {
+export async function collect(
+  watch: AsyncIterable<WatchEvent>,
+  count: number,
+  timeoutMs = 15_000,
+): Promise<WatchEvent[]> {
   const out: WatchEvent[] = [];
   const iterator = watch[Symbol.asyncIterator]();
   const deadline = Date.now() + timeoutMs;
@@ -245,7 +249,7 @@ export function storeConformance(factory: BackendFactory): void {
       expect(counter?.version).toBe(64);
     });
 
-    it('prevent write skew between two transactions reading each other\'s keys', async () => {
+    it("prevent write skew between two transactions reading each other's keys", async () => {
       const s = await open();
       await s.put('oncall/alice', true);
       await s.put('oncall/bob', true);

@@ -27,7 +27,10 @@ describe('SqliteStore conformance', () => {
     },
     // Separate handles on one file behave like separate processes: separate connections and locks.
     peers: async (store, count) =>
-      Array.from({ length: count }, () => new SqliteStore({ path: paths.get(store) as string, pollIntervalMs: 20 })),
+      Array.from(
+        { length: count },
+        () => new SqliteStore({ path: paths.get(store) as string, pollIntervalMs: 20 }),
+      ),
   });
 });
 
@@ -37,7 +40,11 @@ describeWith(['postgres'], 'PostgresStore conformance', () => {
   storeConformance({
     open: async () => {
       const table = `conf_${process.pid}_${n++}`;
-      const store = new PostgresStore({ connectionString: testPostgresUrl() as string, table, pollIntervalMs: 200 });
+      const store = new PostgresStore({
+        connectionString: testPostgresUrl() as string,
+        table,
+        pollIntervalMs: 200,
+      });
       tables.set(store, table);
       return store;
     },

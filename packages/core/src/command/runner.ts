@@ -85,7 +85,7 @@ function tail(text: string, max: number): string {
 /** Creates a {@link CommandRunner}. Commands are always argv arrays, never shell strings. */
 export function createCommandRunner(defaults: CommandRunnerOptions = {}): CommandRunner {
   const runner: CommandRunner = {
-    run(command, args, options = {}) {
+    async run(command, args, options = {}) {
       const argv = parseInput(argvSchema, { command, args: [...args] }, 'command');
       const full = [...(defaults.prefix ?? []), argv.command, ...argv.args];
       const program = full[0] as string;
@@ -140,10 +140,14 @@ export function createCommandRunner(defaults: CommandRunnerOptions = {}): Comman
           let error: NubesError | undefined;
           if (spawnError) {
             const code = (spawnError as NodeJS.ErrnoException).code;
-            error = new NubesError('CommandFailed', `${program}: could not start (${code ?? spawnError.message})`, {
-              cause: spawnError,
-              details: { ...details, notFound: code === 'ENOENT' },
-            });
+            error = new NubesError(
+              'CommandFailed',
+              `${program}: could not start (${code ?? spawnError.message})`,
+              {
+                cause: spawnError,
+                details: { ...details, notFound: code === 'ENOENT' },
+              },
+            );
           } else if (stopped) {
             error = new NubesError(
               'Timeout',
@@ -159,7 +163,15 @@ export function createCommandRunner(defaults: CommandRunnerOptions = {}): Comman
           }
           defaults.onCommand?.({ command: program, args: programArgs, exitCode, durationMs, error });
           if (error) reject(error);
-          else resolve({ command: program, args: programArgs, exitCode: exitCode as number, stdout: out, stderr: err, durationMs });
+          else
+            resolve({
+              command: program,
+              args: programArgs,
+              exitCode: exitCode as number,
+              stdout: out,
+              stderr: err,
+              durationMs,
+            });
         };
         child.on('error', (e) => finish(null, null, e));
         child.on('close', (code, signal) => finish(code, signal));
@@ -177,7 +189,12 @@ export function createCommandRunner(defaults: CommandRunnerOptions = {}): Comman
       } catch (cause) {
         throw new NubesError('CommandFailed', `${command}: output is not JSON`, {
           cause,
-          details: { command: result.command, args: result.args, exitCode: result.exitCode, stdout: tail(result.stdout, 2048) },
+          details: {
+            command: result.command,
+            args: result.args,
+            exitCode: result.exitCode,
+            stdout: tail(result.stdout, 2048),
+          },
         });
       }
     },
@@ -189,6 +206,10 @@ export function createCommandRunner(defaults: CommandRunnerOptions = {}): Comman
 export const commandRunner: CommandRunner = createCommandRunner();
 
 /** Runs one host command with the default runner. See {@link CommandRunner.run}. */
-export function runCommand(command: string, args: readonly string[], options?: CommandOptions): Promise<CommandResult> {
+export function runCommand(
+  command: string,
+  args: readonly string[],
+  options?: CommandOptions,
+): Promise<CommandResult> {
   return commandRunner.run(command, args, options);
 }

@@ -25,9 +25,16 @@ const txOptionsSchema = z.object({ maxAttempts: z.number().int().min(1).max(10_0
 const watchOptionsSchema = z.object({ fromRevision: z.number().int().min(1).optional() }).strict();
 
 function conflictError(conflict: CommitConflict, attempts?: number): NubesError {
-  const what = conflict.key !== undefined ? `key ${JSON.stringify(conflict.key)}` : `prefix ${JSON.stringify(conflict.prefix)}`;
+  const what =
+    conflict.key !== undefined
+      ? `key ${JSON.stringify(conflict.key)}`
+      : `prefix ${JSON.stringify(conflict.prefix)}`;
+  const state =
+    attempts === undefined && conflict.expected !== undefined
+      ? `is at revision ${conflict.actual ?? 0}, not ${conflict.expected}`
+      : 'changed concurrently';
   const suffix = attempts === undefined ? '' : ` (gave up after ${attempts} attempts)`;
-  return new NubesError('Conflict', `${what} changed concurrently${suffix}`, {
+  return new NubesError('Conflict', `${what} ${state}${suffix}`, {
     details: { ...conflict, ...(attempts === undefined ? {} : { attempts }) },
   });
 }
@@ -41,7 +48,7 @@ function backoff(attempt: number): number {
 export class EngineStore implements Store {
   private closed = false;
 
-  constructor(protected readonly engine: Engine) {}
+  constructor(private readonly engine: Engine) {}
 
   async get<T = JsonValue>(key: string): Promise<Entry<T> | undefined> {
     this.assertOpen();
@@ -88,14 +95,16 @@ export class EngineStore implements Store {
 
   async transaction<R>(fn: (tx: Transaction) => Promise<R> | R, options?: TransactionOptions): Promise<R> {
     this.assertOpen();
-    if (typeof fn !== 'function') throw new NubesError('InvalidInput', 'fn: must be a function', { details: { field: 'fn' } });
+    if (typeof fn !== 'function')
+      throw new NubesError('InvalidInput', 'fn: must be a function', { details: { field: 'fn' } });
     const { maxAttempts } = parseInput(txOptionsSchema, options ?? {}, 'options');
     let conflict: CommitConflict = {};
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const tx = new BufferedTransaction(this.engine);
       const result = await fn(tx);
       const request = tx.request();
-      if (request.writes.length === 0 && request.checks.length === 0 && request.ranges.length === 0) return result;
+      if (request.writes.length === 0 && request.checks.length === 0 && request.ranges.length === 0)
+        return result;
       const outcome = await this.engine.commit(request);
       if (outcome.ok) return result;
       conflict = outcome.conflict;

@@ -58,7 +58,8 @@ export class BufferedTransaction implements Transaction {
     for (const key of pending) {
       const value = this.writes.get(key);
       // Past the last stored key of a truncated page we cannot know what lies between; leave it to the next page.
-      if (value === undefined || (truncated && lastStored !== undefined && compareKeys(key, lastStored) > 0)) continue;
+      if (value === undefined || (truncated && lastStored !== undefined && compareKeys(key, lastStored) > 0))
+        continue;
       merged.set(key, this.pendingEntry<T>(key, value));
     }
     const items = [...merged.values()].sort((a, b) => compareKeys(a.key, b.key));
@@ -83,7 +84,9 @@ export class BufferedTransaction implements Transaction {
     return {
       checks: [...this.checks.values()],
       ranges: this.ranges,
-      writes: [...this.writes.entries()].map(([key, value]) => (value === undefined ? { key } : { key, value })),
+      writes: [...this.writes.entries()].map(([key, value]) =>
+        value === undefined ? { key } : { key, value },
+      ),
     };
   }
 

@@ -24,7 +24,9 @@ function decodeEvent<T>(event: StoredEvent): WatchEvent<T> {
 export class LogWatch<T = JsonValue> implements Watch<T> {
   private cursor: LogCursor;
   private readonly queue: WatchEvent<T>[] = [];
-  private waiter: { resolve: (r: IteratorResult<WatchEvent<T>>) => void; reject: (e: unknown) => void } | undefined;
+  private waiter:
+    | { resolve: (r: IteratorResult<WatchEvent<T>>) => void; reject: (e: unknown) => void }
+    | undefined;
   private failure: unknown;
   private closed = false;
   private pumping = false;

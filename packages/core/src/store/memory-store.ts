@@ -1,6 +1,14 @@
-import { findConflict, keysToRead, planWrites } from './commit-plan.js';
-import type { CommitOutcome, CommitRequest, Engine, EventPage, LogCursor, StoredEntry, StoredEvent } from './engine.js';
 import { EngineStore } from './base-store.js';
+import { findConflict, keysToRead, planWrites } from './commit-plan.js';
+import type {
+  CommitOutcome,
+  CommitRequest,
+  Engine,
+  EventPage,
+  LogCursor,
+  StoredEntry,
+  StoredEvent,
+} from './engine.js';
 import { compareKeys } from './keys.js';
 
 /** Index of the first key in sorted `keys` that is not below `key` (by UTF-8 bytes). */
@@ -50,7 +58,8 @@ class MemoryEngine implements Engine {
     if (plan.events.length === 0) return { ok: true, revision: this.current, removed: 0 };
     this.current += 1;
     for (const entry of plan.upserts) {
-      if (!this.entries.has(entry.key)) this.sortedKeys.splice(lowerBound(this.sortedKeys, entry.key), 0, entry.key);
+      if (!this.entries.has(entry.key))
+        this.sortedKeys.splice(lowerBound(this.sortedKeys, entry.key), 0, entry.key);
       this.entries.set(entry.key, entry);
     }
     for (const key of plan.deletes) {

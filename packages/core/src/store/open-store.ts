@@ -13,6 +13,7 @@ export function openStore(url: string): Store {
   if (url === 'memory:') return new MemoryStore();
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return new PostgresStore(url);
   if (url.startsWith('sqlite:')) return new SqliteStore(url.slice('sqlite:'.length));
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) throw invalidInput('url', `unsupported store scheme in ${JSON.stringify(url)}`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url))
+    throw invalidInput('url', `unsupported store scheme in ${JSON.stringify(url)}`);
   return new SqliteStore(url);
 }

@@ -4,7 +4,15 @@ import { NubesError } from '../errors.js';
 import { parseInput } from '../validation.js';
 import { EngineStore } from './base-store.js';
 import { findConflict, keysToRead, planWrites } from './commit-plan.js';
-import type { CommitOutcome, CommitRequest, Engine, EventPage, LogCursor, StoredEntry, StoredEvent } from './engine.js';
+import type {
+  CommitOutcome,
+  CommitRequest,
+  Engine,
+  EventPage,
+  LogCursor,
+  StoredEntry,
+  StoredEvent,
+} from './engine.js';
 import { keyBytes, prefixEnd } from './keys.js';
 
 /** Options for {@link PostgresStore}. */
@@ -56,11 +64,16 @@ function storeError(cause: unknown): NubesError {
   if (cause instanceof NubesError) return cause;
   const err = cause as { code?: string; message?: string };
   const connection =
-    typeof err.code === 'string' && (/^(08|57P)/.test(err.code) || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(err.code));
+    typeof err.code === 'string' &&
+    (/^(08|57P)/.test(err.code) ||
+      ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(err.code));
   const message = err.message ?? String(cause);
   return connection || /Connection terminated|connection/i.test(message)
     ? new NubesError('Unavailable', `PostgreSQL store unavailable: ${message}`, { cause })
-    : new NubesError('Internal', `PostgreSQL store error: ${message}`, { cause, details: { pgCode: err.code } });
+    : new NubesError('Internal', `PostgreSQL store error: ${message}`, {
+        cause,
+        details: { pgCode: err.code },
+      });
 }
 
 class PostgresEngine implements Engine {
@@ -106,7 +119,9 @@ class PostgresEngine implements Engine {
       await client.query('BEGIN');
       // Every commit locks the one meta row first: commits are serialized, so revisions are dense and ordered.
       const lock = request.writes.length > 0 ? 'FOR UPDATE' : 'FOR SHARE';
-      const meta = await client.query<{ revision: string }>(`SELECT revision FROM ${this.t.meta} WHERE id = 1 ${lock}`);
+      const meta = await client.query<{ revision: string }>(
+        `SELECT revision FROM ${this.t.meta} WHERE id = 1 ${lock}`,
+      );
       const revisionNow = Number(meta.rows[0]?.revision ?? 0);
       const keys = keysToRead(request);
       const found = keys.length
@@ -118,7 +133,8 @@ class PostgresEngine implements Engine {
       const existing = new Map(found.rows.map((row) => [row.key.toString('utf8'), toEntry(row)]));
       const current = new Map(keys.map((key) => [key, existing.get(key)?.revision ?? 0]));
       const ranges: StoredEntry[][] = [];
-      for (const r of request.ranges) ranges.push(await this.rangeOn(client, r.prefix, r.startAfter, r.limit));
+      for (const r of request.ranges)
+        ranges.push(await this.rangeOn(client, r.prefix, r.startAfter, r.limit));
       const conflict = findConflict(request, current, ranges);
       const plan = conflict ? undefined : planWrites(request.writes, existing, revisionNow + 1);
       if (!plan || plan.events.length === 0) {
@@ -142,7 +158,9 @@ class PostgresEngine implements Engine {
         );
       }
       if (plan.deletes.length) {
-        await client.query(`DELETE FROM ${this.t.kv} WHERE key = ANY($1::bytea[])`, [plan.deletes.map(keyBytes)]);
+        await client.query(`DELETE FROM ${this.t.kv} WHERE key = ANY($1::bytea[])`, [
+          plan.deletes.map(keyBytes),
+        ]);
       }
       await client.query(
         `INSERT INTO ${this.t.events} (revision, seq, type, key, value, create_revision, version)
@@ -178,7 +196,13 @@ class PostgresEngine implements Engine {
     if (end) params.push(keyBytes(prefix), end);
     // One statement, one snapshot: the events and the meta row agree.
     const rows = await this.query<
-      EntryRow & { seq: string | null; type: 'put' | 'delete'; value: string | null; store_revision: string; compacted: string }
+      EntryRow & {
+        seq: string | null;
+        type: 'put' | 'delete';
+        value: string | null;
+        store_revision: string;
+        compacted: string;
+      }
     >(
       `WITH page AS (
          SELECT revision, seq, type, key, value, create_revision, version FROM ${this.t.events}
@@ -216,7 +240,9 @@ class PostgresEngine implements Engine {
       await client.query('BEGIN');
       await client.query(`SELECT 1 FROM ${this.t.meta} WHERE id = 1 FOR UPDATE`);
       await client.query(`DELETE FROM ${this.t.events} WHERE revision <= $1`, [revision]);
-      await client.query(`UPDATE ${this.t.meta} SET compacted = GREATEST(compacted, $1) WHERE id = 1`, [revision]);
+      await client.query(`UPDATE ${this.t.meta} SET compacted = GREATEST(compacted, $1) WHERE id = 1`, [
+        revision,
+      ]);
       await client.query('COMMIT');
     } catch (cause) {
       await client.query('ROLLBACK').catch(() => {});
@@ -330,7 +356,9 @@ class PostgresEngine implements Engine {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`nubes-schema:${this.options.table}`]);
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+        `nubes-schema:${this.options.table}`,
+      ]);
       await client.query(`
         CREATE TABLE IF NOT EXISTS ${this.t.kv} (
           key bytea PRIMARY KEY, value text NOT NULL,

@@ -4,7 +4,15 @@ import { NubesError } from '../errors.js';
 import { parseInput } from '../validation.js';
 import { EngineStore } from './base-store.js';
 import { findConflict, keysToRead, planWrites } from './commit-plan.js';
-import type { CommitOutcome, CommitRequest, Engine, EventPage, LogCursor, StoredEntry, StoredEvent } from './engine.js';
+import type {
+  CommitOutcome,
+  CommitRequest,
+  Engine,
+  EventPage,
+  LogCursor,
+  StoredEntry,
+  StoredEvent,
+} from './engine.js';
 import { keyBytes, prefixEnd } from './keys.js';
 
 /** Options for {@link SqliteStore}. */
@@ -101,10 +109,14 @@ class SqliteEngine implements Engine {
       this.db.pragma(`synchronous = ${options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
       this.db.exec(SCHEMA);
     } catch (cause) {
-      throw new NubesError('Unavailable', `cannot open SQLite store at ${options.path}: ${(cause as Error).message}`, {
-        cause,
-        details: { path: options.path },
-      });
+      throw new NubesError(
+        'Unavailable',
+        `cannot open SQLite store at ${options.path}: ${(cause as Error).message}`,
+        {
+          cause,
+          details: { path: options.path },
+        },
+      );
     }
     const db = this.db;
     this.statements = {
@@ -137,7 +149,9 @@ class SqliteEngine implements Engine {
     const commit = (request: CommitRequest) => this.commitNow(request);
     this.commitWrite = db.transaction(commit).immediate;
     this.commitRead = db.transaction(commit).deferred;
-    this.readEvents = db.transaction((cursor: LogCursor, prefix: string, limit: number) => this.eventsNow(cursor, prefix, limit)).deferred;
+    this.readEvents = db.transaction((cursor: LogCursor, prefix: string, limit: number) =>
+      this.eventsNow(cursor, prefix, limit),
+    ).deferred;
   }
 
   async read(key: string): Promise<StoredEntry | undefined> {
@@ -220,10 +234,19 @@ class SqliteEngine implements Engine {
     const revisionNow = this.statements.meta.get()?.revision ?? 0;
     const plan = planWrites(request.writes, existing, revisionNow + 1);
     if (plan.events.length === 0) return { ok: true, revision: revisionNow, removed: 0 };
-    for (const e of plan.upserts) this.statements.upsert.run(keyBytes(e.key), e.value, e.revision, e.createRevision, e.version);
+    for (const e of plan.upserts)
+      this.statements.upsert.run(keyBytes(e.key), e.value, e.revision, e.createRevision, e.version);
     for (const key of plan.deletes) this.statements.remove.run(keyBytes(key));
     for (const e of plan.events) {
-      this.statements.logEvent.run(e.revision, e.seq, e.type, keyBytes(e.key), e.value ?? null, e.createRevision, e.version);
+      this.statements.logEvent.run(
+        e.revision,
+        e.seq,
+        e.type,
+        keyBytes(e.key),
+        e.value ?? null,
+        e.createRevision,
+        e.version,
+      );
     }
     this.statements.setRevision.run(revisionNow + 1);
     return { ok: true, revision: revisionNow + 1, removed: plan.deletes.length };
@@ -274,7 +297,11 @@ class SqliteEngine implements Engine {
  */
 export class SqliteStore extends EngineStore {
   constructor(options: SqliteStoreOptions | string) {
-    const parsed = parseInput(optionsSchema, typeof options === 'string' ? { path: options } : options, 'options');
+    const parsed = parseInput(
+      optionsSchema,
+      typeof options === 'string' ? { path: options } : options,
+      'options',
+    );
     super(new SqliteEngine(parsed));
   }
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets this checkout up on a Debian or Ubuntu machine: host packages, npm dependencies, build.
+# Idempotent: what is already there is left alone. Run as root or with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...).
+APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 util-linux)
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then missing+=("$pkg"); fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "[setup] installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian package starts a cluster of its own; the tests start private servers instead.
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _; do "${SUDO[@]}" pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done
+  fi
+else
+  echo "[setup] host packages present"
+fi
+
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "[setup] Node.js 20 or newer is required (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+# npm ci only when the lockfile changed since the last successful install here.
+lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ "$(cat node_modules/.nubes-lock-hash 2>/dev/null)" != "$lock_hash" ]; then
+  echo "[setup] npm ci"
+  npm ci --no-audit --no-fund
+  echo "$lock_hash" > node_modules/.nubes-lock-hash
+else
+  echo "[setup] node_modules match package-lock.json"
+fi
+
+echo "[setup] build"
+npm run build --silent >/dev/null
+echo "[setup] ready"
