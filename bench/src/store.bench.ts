@@ -95,7 +95,9 @@ export default defineBenchmarks({
       });
       closers.push(
         () => store.close(),
-        () => raw.close(),
+        () => {
+          raw.close();
+        },
       );
     }
 
