@@ -33,12 +33,14 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-# npm ci only when the lockfile changed since the last successful install here.
-lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
+# Install from package-lock.json only when it changed since the last successful install here.
+# `npm install` rather than `npm ci`: npm 11's ci refuses lockfiles that (correctly) leave out other
+# platforms' optional binaries (Biome, Rollup, esbuild), while install reads the same lockfile fine.
+lock_hash="$(sha256sum package-lock.json package.json | sha256sum | cut -d' ' -f1)"
 if [ "$(cat node_modules/.nubes-lock-hash 2>/dev/null)" != "$lock_hash" ]; then
-  echo "[setup] npm ci"
-  npm ci --no-audit --no-fund
-  echo "$lock_hash" > node_modules/.nubes-lock-hash
+  echo "[setup] npm install (from package-lock.json)"
+  npm install --no-audit --no-fund
+  sha256sum package-lock.json package.json | sha256sum | cut -d' ' -f1 > node_modules/.nubes-lock-hash
 else
   echo "[setup] node_modules match package-lock.json"
 fi
