@@ -110,21 +110,20 @@ export default defineBenchmarks({
       await raw.connect();
       await raw.query('CREATE TABLE IF NOT EXISTS raw_kv (key bytea PRIMARY KEY, value text NOT NULL)');
       await raw.query("INSERT INTO raw_kv VALUES ('bench/get', '{}') ON CONFLICT DO NOTHING");
+      // Named (prepared) statements, as PostgresStore uses, so the comparison is like for like.
+      const UPSERT =
+        'INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value';
       const rawUpsert = (client: pg.Client, key: string) =>
-        client.query(
-          'INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-          [Buffer.from(key), '{"name":"vm-1"}'],
-        );
+        client.query({ name: 'upsert', text: UPSERT, values: [Buffer.from(key), '{"name":"vm-1"}'] });
       const rawRmw = async (client: pg.Client, key: string) => {
         await client.query('BEGIN');
-        const r = await client.query<{ value: string }>(
-          'SELECT value FROM raw_kv WHERE key = $1 FOR UPDATE',
-          [Buffer.from(key)],
-        );
-        await client.query(
-          'INSERT INTO raw_kv VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-          [Buffer.from(key), String(Number(r.rows[0]?.value ?? 0) + 1)],
-        );
+        const r = await client.query<{ value: string }>({
+          name: 'lock',
+          text: 'SELECT value FROM raw_kv WHERE key = $1 FOR UPDATE',
+          values: [Buffer.from(key)],
+        });
+        const next = String(Number(r.rows[0]?.value ?? 0) + 1);
+        await client.query({ name: 'upsert', text: UPSERT, values: [Buffer.from(key), next] });
         await client.query('COMMIT');
       };
       const s = storeCases(store, 'PostgresStore');
@@ -142,7 +141,12 @@ export default defineBenchmarks({
           {
             name: 'pg select',
             reference: true,
-            fn: () => raw.query('SELECT value FROM raw_kv WHERE key = $1', [Buffer.from('bench/get')]),
+            fn: () =>
+              raw.query({
+                name: 'raw_select',
+                text: 'SELECT value FROM raw_kv WHERE key = $1',
+                values: [Buffer.from('bench/get')],
+              }),
           },
           s.get,
         ],

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { NubesError } from '../errors.js';
 import { parseInput } from '../validation.js';
 import { EngineStore } from './base-store.js';
-import { findConflict, keysToRead, planWrites } from './commit-plan.js';
 import type {
   CommitOutcome,
   CommitRequest,
@@ -40,6 +39,92 @@ const optionsSchema = z
   .strict();
 
 type Options = z.output<typeof optionsSchema>;
+
+/** UTF-8 never contains 0xFF, so this sorts after every key: the upper bound of the empty prefix. */
+const BEYOND_EVERY_KEY = Buffer.from([0xff]);
+
+interface CommitRow {
+  o_ok: boolean;
+  o_rev: string;
+  o_removed: string;
+  o_key: Buffer | null;
+  o_range: number | null;
+  o_expected: string | null;
+  o_actual: string | null;
+}
+
+/**
+ * The whole commit as one server-side function, so a commit is one round trip and the meta-row lock that
+ * serializes commits is held for microseconds rather than for several network round trips. It checks the
+ * read keys (`ck`/`cr`) and re-runs each listed range (`rlo`..`rhi` after `rafter`, `rlimit` rows) against
+ * the `rcount` expected (key, revision) pairs in `ekeys`/`erevs`, then applies the writes (`wv` NULL deletes)
+ * at one new revision, logs them and notifies watchers.
+ */
+function commitFunction(t: { kv: string; events: string; meta: string; commit: string }): string {
+  return `
+CREATE OR REPLACE FUNCTION ${t.commit}(
+  ck bytea[], cr int8[], wk bytea[], wv text[], rlo bytea[], rhi bytea[], rafter bytea[],
+  rlimit int8[], rcount int8[], ekeys bytea[], erevs int8[], channel text)
+RETURNS TABLE (o_ok boolean, o_rev int8, o_removed int8, o_key bytea, o_range int, o_expected int8, o_actual int8)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  cur int8; r int8; off int8 := 0; seq int8 := 0; gone int8 := 0; c_rev int8; ver int8;
+  got_keys bytea[]; got_revs int8[];
+BEGIN
+  IF cardinality(wk) > 0 THEN
+    SELECT m.revision INTO cur FROM ${t.meta} m WHERE m.id = 1 FOR UPDATE;
+  ELSE
+    SELECT m.revision INTO cur FROM ${t.meta} m WHERE m.id = 1 FOR SHARE;
+  END IF;
+  FOR i IN 1..cardinality(ck) LOOP
+    r := NULL;
+    SELECT k.revision INTO r FROM ${t.kv} k WHERE k.key = ck[i];
+    IF coalesce(r, 0) <> cr[i] THEN
+      RETURN QUERY SELECT false, cur, 0::int8, ck[i], NULL::int, cr[i], coalesce(r, 0);
+      RETURN;
+    END IF;
+  END LOOP;
+  FOR i IN 1..cardinality(rlo) LOOP
+    SELECT coalesce(array_agg(s.key ORDER BY s.key), '{}'), coalesce(array_agg(s.revision ORDER BY s.key), '{}')
+      INTO got_keys, got_revs
+      FROM (SELECT k.key, k.revision FROM ${t.kv} k
+            WHERE k.key >= rlo[i] AND k.key < rhi[i] AND k.key > rafter[i] ORDER BY k.key LIMIT rlimit[i]) s;
+    IF got_keys <> coalesce(ekeys[off + 1 : off + rcount[i]], '{}')
+       OR got_revs <> coalesce(erevs[off + 1 : off + rcount[i]], '{}') THEN
+      RETURN QUERY SELECT false, cur, 0::int8, NULL::bytea, i, NULL::int8, NULL::int8;
+      RETURN;
+    END IF;
+    off := off + rcount[i];
+  END LOOP;
+  FOR i IN 1..cardinality(wk) LOOP
+    IF wv[i] IS NULL THEN
+      DELETE FROM ${t.kv} k WHERE k.key = wk[i];
+      IF FOUND THEN
+        INSERT INTO ${t.events} (revision, seq, type, key, value, create_revision, version)
+          VALUES (cur + 1, seq, 'delete', wk[i], NULL, 0, 0);
+        seq := seq + 1;
+        gone := gone + 1;
+      END IF;
+    ELSE
+      INSERT INTO ${t.kv} AS k (key, value, revision, create_revision, version)
+        VALUES (wk[i], wv[i], cur + 1, cur + 1, 1)
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision, version = k.version + 1
+        RETURNING k.create_revision, k.version INTO c_rev, ver;
+      INSERT INTO ${t.events} (revision, seq, type, key, value, create_revision, version)
+        VALUES (cur + 1, seq, 'put', wk[i], wv[i], c_rev, ver);
+      seq := seq + 1;
+    END IF;
+  END LOOP;
+  IF seq = 0 THEN
+    RETURN QUERY SELECT true, cur, 0::int8, NULL::bytea, NULL::int, NULL::int8, NULL::int8;
+    RETURN;
+  END IF;
+  UPDATE ${t.meta} SET revision = cur + 1 WHERE id = 1;
+  PERFORM pg_notify(channel, (cur + 1)::text);
+  RETURN QUERY SELECT true, cur + 1, gone, NULL::bytea, NULL::int, NULL::int8, NULL::int8;
+END
+$fn$;`;
+}
 
 interface EntryRow {
   key: Buffer;
@@ -78,7 +163,7 @@ function storeError(cause: unknown): NubesError {
 
 class PostgresEngine implements Engine {
   private readonly pool: pg.Pool;
-  private readonly t: { kv: string; events: string; meta: string; channel: string };
+  private readonly t: { kv: string; events: string; meta: string; channel: string; commit: string };
   private ready: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
   private listenClient: pg.Client | undefined;
@@ -90,103 +175,69 @@ class PostgresEngine implements Engine {
     // An idle client that loses its connection must not crash the process; the next query reports it.
     this.pool.on('error', () => {});
     const p = options.table;
-    this.t = { kv: `${p}_kv`, events: `${p}_events`, meta: `${p}_meta`, channel: `${p}_changes` };
+    this.t = {
+      kv: `${p}_kv`,
+      events: `${p}_events`,
+      meta: `${p}_meta`,
+      channel: `${p}_changes`,
+      commit: `${p}_commit`,
+    };
   }
 
   async read(key: string): Promise<StoredEntry | undefined> {
     const rows = await this.query<EntryRow>(
-      `SELECT key, value, revision, create_revision, version FROM ${this.t.kv} WHERE key = $1`,
+      {
+        name: `${this.t.kv}_read`,
+        text: `SELECT key, value, revision, create_revision, version FROM ${this.t.kv} WHERE key = $1`,
+      },
       [keyBytes(key)],
     );
     return rows[0] ? toEntry(rows[0]) : undefined;
   }
 
   async range(prefix: string, startAfter: string | undefined, limit: number): Promise<StoredEntry[]> {
-    await this.schema();
-    return this.rangeOn(this.pool, prefix, startAfter, limit);
+    return this.rangeOn(prefix, startAfter, limit);
   }
 
   async commit(request: CommitRequest): Promise<CommitOutcome> {
-    await this.schema();
-    let client: pg.PoolClient;
-    try {
-      client = await this.pool.connect();
-    } catch (cause) {
-      throw storeError(cause);
+    const expected = request.ranges.flatMap((r) => r.seen);
+    const rows = await this.query<CommitRow>(
+      {
+        name: `${this.t.commit}_call`,
+        text: `SELECT * FROM ${this.t.commit}($1::bytea[], $2::int8[], $3::bytea[], $4::text[], $5::bytea[], $6::bytea[],
+                 $7::bytea[], $8::int8[], $9::int8[], $10::bytea[], $11::int8[], $12::text)`,
+      },
+      [
+        request.checks.map((c) => keyBytes(c.key)),
+        request.checks.map((c) => c.revision),
+        request.writes.map((w) => keyBytes(w.key)),
+        request.writes.map((w) => w.value ?? null),
+        request.ranges.map((r) => keyBytes(r.prefix)),
+        request.ranges.map((r) => prefixEnd(r.prefix) ?? BEYOND_EVERY_KEY),
+        request.ranges.map((r) => (r.startAfter === undefined ? Buffer.alloc(0) : keyBytes(r.startAfter))),
+        request.ranges.map((r) => r.limit),
+        request.ranges.map((r) => r.seen.length),
+        expected.map((e) => keyBytes(e.key)),
+        expected.map((e) => e.revision),
+        this.t.channel,
+      ],
+    );
+    const row = rows[0];
+    if (!row) throw new NubesError('Internal', 'PostgreSQL store: commit returned no row');
+    if (row.o_ok) {
+      if (request.writes.length > 0) this.notify();
+      return { ok: true, revision: Number(row.o_rev), removed: Number(row.o_removed) };
     }
-    let broken = false;
-    try {
-      await client.query('BEGIN');
-      // Every commit locks the one meta row first: commits are serialized, so revisions are dense and ordered.
-      const lock = request.writes.length > 0 ? 'FOR UPDATE' : 'FOR SHARE';
-      const meta = await client.query<{ revision: string }>(
-        `SELECT revision FROM ${this.t.meta} WHERE id = 1 ${lock}`,
-      );
-      const revisionNow = Number(meta.rows[0]?.revision ?? 0);
-      const keys = keysToRead(request);
-      const found = keys.length
-        ? await client.query<EntryRow>(
-            `SELECT key, value, revision, create_revision, version FROM ${this.t.kv} WHERE key = ANY($1::bytea[])`,
-            [keys.map(keyBytes)],
-          )
-        : { rows: [] as EntryRow[] };
-      const existing = new Map(found.rows.map((row) => [row.key.toString('utf8'), toEntry(row)]));
-      const current = new Map(keys.map((key) => [key, existing.get(key)?.revision ?? 0]));
-      const ranges: StoredEntry[][] = [];
-      for (const r of request.ranges)
-        ranges.push(await this.rangeOn(client, r.prefix, r.startAfter, r.limit));
-      const conflict = findConflict(request, current, ranges);
-      const plan = conflict ? undefined : planWrites(request.writes, existing, revisionNow + 1);
-      if (!plan || plan.events.length === 0) {
-        await client.query('ROLLBACK');
-        return conflict ? { ok: false, conflict } : { ok: true, revision: revisionNow, removed: 0 };
-      }
-      const rev = revisionNow + 1;
-      if (plan.upserts.length) {
-        await client.query(
-          `INSERT INTO ${this.t.kv} (key, value, revision, create_revision, version)
-           SELECT * FROM unnest($1::bytea[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
-           ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision,
-             create_revision = excluded.create_revision, version = excluded.version`,
-          [
-            plan.upserts.map((e) => keyBytes(e.key)),
-            plan.upserts.map((e) => e.value),
-            plan.upserts.map((e) => e.revision),
-            plan.upserts.map((e) => e.createRevision),
-            plan.upserts.map((e) => e.version),
-          ],
-        );
-      }
-      if (plan.deletes.length) {
-        await client.query(`DELETE FROM ${this.t.kv} WHERE key = ANY($1::bytea[])`, [
-          plan.deletes.map(keyBytes),
-        ]);
-      }
-      await client.query(
-        `INSERT INTO ${this.t.events} (revision, seq, type, key, value, create_revision, version)
-         SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::bytea[], $5::text[], $6::int8[], $7::int8[])`,
-        [
-          plan.events.map((e) => e.revision),
-          plan.events.map((e) => e.seq),
-          plan.events.map((e) => e.type),
-          plan.events.map((e) => keyBytes(e.key)),
-          plan.events.map((e) => e.value ?? null),
-          plan.events.map((e) => e.createRevision),
-          plan.events.map((e) => e.version),
-        ],
-      );
-      await client.query(`UPDATE ${this.t.meta} SET revision = $1 WHERE id = 1`, [rev]);
-      await client.query('SELECT pg_notify($1, $2)', [this.t.channel, String(rev)]);
-      await client.query('COMMIT');
-      this.notify();
-      return { ok: true, revision: rev, removed: plan.deletes.length };
-    } catch (cause) {
-      broken = true;
-      await client.query('ROLLBACK').catch(() => {});
-      throw storeError(cause);
-    } finally {
-      client.release(broken);
-    }
+    if (row.o_range !== null)
+      return { ok: false, conflict: { prefix: request.ranges[row.o_range - 1]?.prefix ?? '' } };
+    return {
+      ok: false,
+      conflict: {
+        key: (row.o_key as Buffer).toString('utf8'),
+        expected: Number(row.o_expected),
+        actual: Number(row.o_actual),
+      },
+    };
   }
 
   async events(cursor: LogCursor, prefix: string, limit: number): Promise<EventPage> {
@@ -313,34 +364,38 @@ class PostgresEngine implements Engine {
     client?.end().catch(() => {});
   }
 
-  private async query<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+  private async query<R extends pg.QueryResultRow>(
+    sql: string | { name: string; text: string },
+    params: unknown[] = [],
+  ): Promise<R[]> {
     await this.schema();
     try {
-      return (await this.pool.query<R>(sql, params)).rows;
+      const config = typeof sql === 'string' ? { text: sql, values: params } : { ...sql, values: params };
+      return (await this.pool.query<R>(config)).rows;
     } catch (cause) {
       throw storeError(cause);
     }
   }
 
   private async rangeOn(
-    db: pg.Pool | pg.PoolClient,
     prefix: string,
     startAfter: string | undefined,
     limit: number,
   ): Promise<StoredEntry[]> {
-    const end = prefixEnd(prefix);
-    const params: unknown[] = [startAfter === undefined ? Buffer.alloc(0) : keyBytes(startAfter), limit];
-    if (end) params.push(keyBytes(prefix), end);
-    try {
-      const result = await db.query<EntryRow>(
-        `SELECT key, value, revision, create_revision, version FROM ${this.t.kv}
-         WHERE key > $1 ${end ? 'AND key >= $3 AND key < $4' : ''} ORDER BY key LIMIT $2`,
-        params,
-      );
-      return result.rows.map(toEntry);
-    } catch (cause) {
-      throw storeError(cause);
-    }
+    const rows = await this.query<EntryRow>(
+      {
+        name: `${this.t.kv}_range`,
+        text: `SELECT key, value, revision, create_revision, version FROM ${this.t.kv}
+               WHERE key >= $1 AND key < $2 AND key > $3 ORDER BY key LIMIT $4`,
+      },
+      [
+        keyBytes(prefix),
+        prefixEnd(prefix) ?? BEYOND_EVERY_KEY,
+        startAfter === undefined ? Buffer.alloc(0) : keyBytes(startAfter),
+        limit,
+      ],
+    );
+    return rows.map(toEntry);
   }
 
   /** Creates the tables once per process; an advisory lock keeps concurrent first runs from racing. */
@@ -369,6 +424,7 @@ class PostgresEngine implements Engine {
         CREATE TABLE IF NOT EXISTS ${this.t.meta} (
           id int PRIMARY KEY CHECK (id = 1), revision int8 NOT NULL, compacted int8 NOT NULL);
         INSERT INTO ${this.t.meta} (id, revision, compacted) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;`);
+      await client.query(commitFunction(this.t));
       await client.query('COMMIT');
     } catch (cause) {
       await client.query('ROLLBACK').catch(() => {});
