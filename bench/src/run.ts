@@ -58,6 +58,7 @@ async function main(): Promise<void> {
   }
   const context: BenchContext = { tmpDir: tmp, ...(pg ? { postgresUrl: pg.url } : {}) };
   const rows: Row[] = [];
+  const out = join(here, '..', 'results');
   try {
     for (const file of files) {
       const mod = (await import(pathToFileURL(join(here, file)).href)) as { default: BenchFile };
@@ -95,16 +96,16 @@ async function main(): Promise<void> {
       }
       printTable(fileRows);
       rows.push(...fileRows);
+      // One JSON per benchmark file, so running a subset never overwrites the others' figures.
+      const report = { date: new Date().toISOString(), node: process.version, timeMs, file, rows: fileRows };
+      mkdirSync(out, { recursive: true });
+      writeFileSync(join(out, file.replace(/\.bench\.ts$/, '.json')), `${JSON.stringify(report, null, 2)}\n`);
     }
   } finally {
     await pg?.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
-  const out = join(here, '..', 'results');
-  mkdirSync(out, { recursive: true });
-  const report = { date: new Date().toISOString(), node: process.version, timeMs, rows };
-  writeFileSync(join(out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`\nresults written to bench/results/latest.json`);
+  console.log(`\nresults written to bench/results/<file>.json (${rows.length} rows)`);
 }
 
 main().catch((error: unknown) => {

@@ -215,6 +215,30 @@ export function storeConformance(factory: BackendFactory): void {
       expect(await s.get('c/y')).toBeUndefined();
     });
 
+    it('retry instead of failing when the function threw on a torn read', async () => {
+      const s = await open();
+      await s.transaction((tx) => {
+        tx.put('inv/a', 1);
+        tx.put('inv/b', 1);
+      });
+      let runs = 0;
+      const sum = await s.transaction(async (tx) => {
+        runs++;
+        const a = (await tx.get<number>('inv/a'))?.value;
+        if (runs === 1) {
+          await s.transaction((other) => {
+            other.put('inv/a', 2);
+            other.put('inv/b', 2);
+          });
+        }
+        const b = (await tx.get<number>('inv/b'))?.value;
+        if (a !== b) throw new Error(`invariant broken: a=${a} b=${b}`);
+        return (a as number) + (b as number);
+      });
+      expect(runs).toBe(2);
+      expect(sum).toBe(4);
+    });
+
     it('retry when a range they listed gained a key (no phantoms)', async () => {
       const s = await open();
       await s.put('ph/1', 1);

@@ -101,7 +101,17 @@ export class EngineStore implements Store {
     let conflict: CommitConflict = {};
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const tx = new BufferedTransaction(this.engine);
-      const result = await fn(tx);
+      let result: R;
+      try {
+        result = await fn(tx);
+      } catch (error) {
+        // Reads inside one attempt are not a snapshot, so an error may rest on a torn read: retry if any read is stale.
+        const stale = await this.staleRead(tx);
+        if (!stale) throw error;
+        conflict = stale;
+        if (attempt < maxAttempts) await sleep(backoff(attempt));
+        continue;
+      }
       const request = tx.request();
       if (request.writes.length === 0 && request.checks.length === 0 && request.ranges.length === 0)
         return result;
@@ -111,6 +121,14 @@ export class EngineStore implements Store {
       if (attempt < maxAttempts) await sleep(backoff(attempt));
     }
     throw conflictError(conflict, maxAttempts);
+  }
+
+  /** The first read of `tx` that no longer holds, if any. */
+  private async staleRead(tx: BufferedTransaction): Promise<CommitConflict | undefined> {
+    const { checks, ranges } = tx.request();
+    if (checks.length === 0 && ranges.length === 0) return undefined;
+    const outcome = await this.engine.commit({ checks, ranges, writes: [] });
+    return outcome.ok ? undefined : outcome.conflict;
   }
 
   async watch<T = JsonValue>(prefix: string, options?: WatchOptions): Promise<Watch<T>> {

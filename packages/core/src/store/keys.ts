@@ -48,9 +48,24 @@ export function keyBytes(key: string): Buffer {
   return Buffer.from(key, 'utf8');
 }
 
-/** Compares keys by UTF-8 bytes, the order SQLite BLOBs and PostgreSQL bytea use. */
+/**
+ * Moves UTF-16 code units into code point order: surrogates (0xD800-0xDFFF, halves of code points above
+ * 0xFFFF) must sort after 0xE000-0xFFFF, as their UTF-8 bytes do.
+ */
+function codePointOrder(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
+}
+
+/** Compares keys by UTF-8 bytes (the order SQLite BLOBs and PostgreSQL bytea use), without encoding them. */
 export function compareKeys(a: string, b: string): number {
-  return Buffer.compare(keyBytes(a), keyBytes(b));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointOrder(x) - codePointOrder(y);
+  }
+  return a.length - b.length;
 }
 
 /**

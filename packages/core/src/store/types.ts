@@ -109,7 +109,8 @@ export interface Store extends StoreReader {
    * Runs `fn` as one serializable transaction: everything it reads is validated and everything it writes is
    * applied atomically at one new revision, or not at all. On a conflicting concurrent change `fn` runs
    * again (so it must not have side effects outside the transaction); after `maxAttempts` it throws `Conflict`.
-   * If `fn` throws, nothing is written and the error propagates.
+   * If `fn` throws, nothing is written; if everything it read still holds the error propagates, otherwise
+   * (the error may come from a torn read) `fn` runs again.
    */
   transaction<R>(fn: (tx: Transaction) => Promise<R> | R, options?: TransactionOptions): Promise<R>;
   /**
