@@ -59,6 +59,8 @@ export {
   stringToSign,
   uriEncode,
 } from './sigv4/canonical.js';
+export type { ReplayGuard } from './sigv4/replay-guard.js';
+export { memoryReplayGuard, storeReplayGuard } from './sigv4/replay-guard.js';
 export type { SigV4Credentials, SigV4Request } from './sigv4/sign.js';
 export { signRequest } from './sigv4/sign.js';
 export type { SigV4Result, SigV4VerifierOptions } from './sigv4/verify.js';

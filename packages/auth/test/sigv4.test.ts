@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SqliteStore } from '@nubes/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -5,10 +9,12 @@ import {
   computeSignature,
   credentialScope,
   deriveSigningKey,
+  memoryReplayGuard,
   normalizeHeaders,
   SigV4Verifier,
   sha256,
   signRequest,
+  storeReplayGuard,
   stringToSign,
 } from '../src/index.js';
 
@@ -162,5 +168,59 @@ describe('SigV4 client and server', () => {
       ),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('SigV4 replay guard', () => {
+  const creds = {
+    accessKeyId: 'AKIDEXAMPLE',
+    secretAccessKey: SECRET,
+    region: 'us-east-1',
+    service: 'service',
+  };
+  const lookup = async (id: string) =>
+    id === 'AKIDEXAMPLE' ? { secretAccessKey: SECRET, owner: 'u1' } : undefined;
+
+  it('refuses a replay on another replica sharing the Store, and accepts it again once it could not pass skew', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nubes-sigv4-'));
+    const path = join(dir, 'auth.db');
+    let now = Date.UTC(2026, 0, 1, 12, 0, 0);
+    const replicaA = new SqliteStore(path);
+    const replicaB = new SqliteStore(path);
+    try {
+      const options = (store: SqliteStore) => ({
+        clock: () => now,
+        maxSkewMs: 60_000,
+        replayGuard: storeReplayGuard(store, 'auth/sigv4-replay/', 2),
+      });
+      const a = new SigV4Verifier(lookup, options(replicaA));
+      const b = new SigV4Verifier(lookup, options(replicaB));
+      const request = { method: 'GET', url: '/x', headers: { host: 'h.test' } };
+      const signed = { ...request, headers: { ...request.headers, ...signRequest(request, creds, { now }) } };
+      expect((await a.verify(signed)).owner).toBe('u1');
+      await expect(b.verify(signed)).rejects.toMatchObject({
+        code: 'Unauthorized',
+        details: { reason: 'replayed' },
+      });
+      await expect(a.verify(signed)).rejects.toMatchObject({ details: { reason: 'replayed' } });
+      // Past the skew window the request fails on its timestamp, and the sweep forgets the signature.
+      now += 61_000;
+      await expect(b.verify(signed)).rejects.toMatchObject({ details: { reason: 'clock_skew' } });
+      const fresh = { ...request, headers: { ...request.headers, ...signRequest(request, creds, { now }) } };
+      expect((await b.verify(fresh)).owner).toBe('u1');
+      expect((await replicaA.list('auth/sigv4-replay/')).items).toHaveLength(1);
+    } finally {
+      await replicaA.close();
+      await replicaB.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('in memory: a replay is refused, a different signature is not', async () => {
+    const guard = memoryReplayGuard();
+    expect(await guard.claim('sig-1', 2000, 1000)).toBe(true);
+    expect(await guard.claim('sig-1', 2000, 1500)).toBe(false);
+    expect(await guard.claim('sig-2', 2000, 1500)).toBe(true);
+    expect(await guard.claim('sig-1', 4000, 3000)).toBe(true);
   });
 });

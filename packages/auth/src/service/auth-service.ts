@@ -22,6 +22,7 @@ import { DEFAULT_POLICY_RULES } from '../policy/default-policy.js';
 import { Policy } from '../policy/policy.js';
 import type { RevocationCriteria, RevocationEvent } from '../revocation/events.js';
 import { RevocationList } from '../revocation/revocation-list.js';
+import { storeReplayGuard } from '../sigv4/replay-guard.js';
 import { type SigV4Request, sigv4RequestSchema } from '../sigv4/sign.js';
 import { SigV4Verifier } from '../sigv4/verify.js';
 import type { TokenContext, TokenScope } from '../tokens/claims.js';
@@ -153,7 +154,12 @@ export class AuthService {
           }
         );
       },
-      { ...options.sigv4, clock: this.clock },
+      // Replays are refused across every replica that shares this Store, not just this process.
+      {
+        ...options.sigv4,
+        clock: this.clock,
+        replayGuard: storeReplayGuard(store, `${options.prefix ?? 'auth/'}sigv4-replay/`),
+      },
     );
   }
 

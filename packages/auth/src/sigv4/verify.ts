@@ -13,6 +13,7 @@ import {
   splitTarget,
   stringToSign,
 } from './canonical.js';
+import { memoryReplayGuard, type ReplayGuard } from './replay-guard.js';
 import { type SigV4Request, sigv4RequestSchema } from './sign.js';
 
 /** Options of {@link SigV4Verifier}. */
@@ -24,6 +25,8 @@ export interface SigV4VerifierOptions {
   /** Largest accepted difference between `x-amz-date` and the server clock, in ms (default 5 minutes). */
   maxSkewMs?: number;
   clock?: Clock;
+  /** Where accepted signatures are remembered (default: this process's memory; see {@link storeReplayGuard}). */
+  replayGuard?: ReplayGuard;
 }
 
 /** A verified signature: who signed, for which region and service. */
@@ -45,7 +48,7 @@ const AUTHORIZATION =
  * so a captured request cannot be replayed.
  */
 export class SigV4Verifier<T> {
-  private readonly seen = new Map<string, number>();
+  private readonly replayGuard: ReplayGuard;
   private readonly maxSkewMs: number;
   private readonly clock: Clock;
 
@@ -58,6 +61,7 @@ export class SigV4Verifier<T> {
   ) {
     this.maxSkewMs = options.maxSkewMs ?? 300_000;
     this.clock = options.clock ?? systemClock;
+    this.replayGuard = options.replayGuard ?? memoryReplayGuard();
   }
 
   /** Verifies a signed request; throws `Unauthorized` with a precise `details.reason` otherwise. */
@@ -126,15 +130,8 @@ export class SigV4Verifier<T> {
     if (!safeEqual(expected, signature))
       throw unauthorized('signature_mismatch', 'the request signature does not match');
 
-    this.prune(now);
-    if (this.seen.has(signature)) throw unauthorized('replayed', 'this signed request was already used');
-    this.seen.set(signature, signedAt + this.maxSkewMs);
+    if (!(await this.replayGuard.claim(signature, signedAt + this.maxSkewMs, now)))
+      throw unauthorized('replayed', 'this signed request was already used');
     return { accessKeyId, region, service, owner: found.owner };
-  }
-
-  private prune(now: number): void {
-    // Amortized: a full sweep only when the map has grown, so the common path stays O(1).
-    if (this.seen.size < 1024) return;
-    for (const [sig, until] of this.seen) if (until < now) this.seen.delete(sig);
   }
 }
