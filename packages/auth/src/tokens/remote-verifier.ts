@@ -1,5 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { NubesError, parseInput } from '@nubes/core';
+import { fetch as undiciFetch } from 'undici';
 import { z } from 'zod';
 import { type Clock, systemClock } from '../internal/clock.js';
 import {
@@ -14,7 +15,7 @@ import type { SigningAlgorithm } from './jws.js';
 import type { KeySource, VerificationKey } from './key-repository.js';
 import { TokenVerifier } from './verifier.js';
 
-/** A `fetch` as Node's (undici's) global one. */
+/** A `fetch` like undici's (the default) or Node's global one. */
 export type FetchLike = (
   url: string,
   init?: { headers?: Record<string, string>; signal?: AbortSignal },
@@ -38,7 +39,7 @@ export interface RemoteTokenVerifierOptions {
   revocationPollMs?: number;
   /** Timeout of each fetch in ms (default 5 s). */
   timeoutMs?: number;
-  /** The HTTP client; default the global `fetch` (undici, built into Node). */
+  /** The HTTP client; default undici's `fetch` (keep-alive connections, the undici version this package pins). */
   fetch?: FetchLike;
   clockToleranceSeconds?: number;
   cacheSize?: number;
@@ -123,7 +124,7 @@ export class RemoteTokenVerifier {
       options,
       'options',
     );
-    this.fetch = options.fetch ?? (globalThis.fetch as unknown as FetchLike);
+    this.fetch = options.fetch ?? (undiciFetch as unknown as FetchLike);
     this.clock = options.clock ?? systemClock;
     this.verifier = new TokenVerifier({
       keys: this.keys,
