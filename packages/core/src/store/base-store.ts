@@ -69,7 +69,7 @@ export class EngineStore implements Store {
   async put(key: string, value: JsonValue, options?: PutOptions): Promise<number> {
     this.assertOpen();
     checkKey(key);
-    const { ifRevision } = parseInput(putOptionsSchema, options ?? {}, 'options');
+    const { ifRevision } = options === undefined ? {} : parseInput(putOptionsSchema, options, 'options');
     const request: CommitRequest = {
       checks: ifRevision === undefined ? [] : [{ key, revision: ifRevision }],
       ranges: [],
@@ -83,7 +83,7 @@ export class EngineStore implements Store {
   async delete(key: string, options?: DeleteOptions): Promise<boolean> {
     this.assertOpen();
     checkKey(key);
-    const { ifRevision } = parseInput(putOptionsSchema, options ?? {}, 'options');
+    const { ifRevision } = options === undefined ? {} : parseInput(putOptionsSchema, options, 'options');
     const outcome = await this.engine.commit({
       checks: ifRevision === undefined ? [] : [{ key, revision: ifRevision }],
       ranges: [],
@@ -97,7 +97,8 @@ export class EngineStore implements Store {
     this.assertOpen();
     if (typeof fn !== 'function')
       throw new NubesError('InvalidInput', 'fn: must be a function', { details: { field: 'fn' } });
-    const { maxAttempts } = parseInput(txOptionsSchema, options ?? {}, 'options');
+    const { maxAttempts } =
+      options === undefined ? { maxAttempts: 50 } : parseInput(txOptionsSchema, options, 'options');
     let conflict: CommitConflict = {};
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       const tx = new BufferedTransaction(this.engine);
