@@ -1,9 +1,70 @@
 /**
- * @nubes/netns: network namespaces, links, tenant VPCs, security groups, tc QoS and cgroups.
+ * @nubes/netns: network namespaces, links, tc QoS and cgroups v1 and v2 over the real kernel.
  *
- * This package is a skeleton: it builds and publishes, and holds no API yet. Network namespaces and veth/bridge links, tc bandwidth shaping, cgroups v1 and v2, tenant VPC networking with routers and floating IPs, and security groups compiled to nftables.
+ * Desired state is planned as data (pure functions) and applied through a {@link CommandRunner}
+ * from `@nubes/core` with argv arrays, never a shell.
  *
  * @packageDocumentation
  */
 
-export {};
+export type { CgroupsOptions } from './cgroups/cgroups.js';
+export { Cgroups, detectCgroupLayout } from './cgroups/cgroups.js';
+export type { CgroupLayout } from './cgroups/layout.js';
+export { parseCgroupLayout } from './cgroups/layout.js';
+export type { CgroupWrite, V1Controller } from './cgroups/render.js';
+export {
+  ioWeightToBlkio,
+  renderV1,
+  renderV2,
+  sharesToWeight,
+  v2Controllers,
+  weightToShares,
+} from './cgroups/render.js';
+export type { ParsedResourceSpec, ResourceSpec } from './cgroups/spec.js';
+export { resourceSpecSchema } from './cgroups/spec.js';
+export type { CgroupStats, StatFiles } from './cgroups/stats.js';
+export { parseKeyed, statsFromV1, statsFromV2 } from './cgroups/stats.js';
+export type { Argv, InNamespace } from './ip/ip.js';
+export { Iproute } from './ip/ip.js';
+export type { Address, Link, Neighbor, Route } from './ip/state.js';
+export { parseAddresses, parseLinks, parseNeighbors, parseRoutes } from './ip/state.js';
+export {
+  aliasSchema,
+  cgroupNameSchema,
+  cidrSchema,
+  interfaceNameSchema,
+  ipAddressSchema,
+  isCidr,
+  macSchema,
+  namespaceNameSchema,
+  ownerSchema,
+} from './names.js';
+export type {
+  ApplyResult,
+  ExecOptions,
+  LinkChange,
+  NamespaceSysctls,
+  NetworkHostOptions,
+} from './network.js';
+export { NetworkHost } from './network.js';
+export type { QosStats } from './tc/apply.js';
+export type { QdiscInfo, QosPlan } from './tc/plan.js';
+export { defaultBurst, ifbName, planQos } from './tc/plan.js';
+export type { ParsedQos, QosSpec } from './tc/spec.js';
+export { qosSchema } from './tc/spec.js';
+export type { ClassStats, QdiscStats } from './tc/stats.js';
+export { parseClassStats, parseQdiscStats } from './tc/stats.js';
+export type { Batch, HostState, NamespaceState, TopologyPlan } from './topology/plan.js';
+export { ownerAlias, parseOwnerAlias, planTopology } from './topology/plan.js';
+export type {
+  AddressSpec,
+  LinkSpec,
+  NeighborSpec,
+  ParsedLinkSpec,
+  ParsedTopology,
+  RouteSpec,
+  Topology,
+} from './topology/spec.js';
+export { topologySchema } from './topology/spec.js';
+export type { Rate, Size } from './units.js';
+export { parseRate, parseSize, rateSchema, renderRate, renderSize, sizeSchema } from './units.js';

@@ -156,8 +156,8 @@ export function createCommandRunner(defaults: CommandRunnerOptions = {}): Comman
             );
           } else if (exitCode === null || !okCodes.includes(exitCode)) {
             const how = exitCode === null ? `killed by ${signal}` : `exited with ${exitCode}`;
-            const firstLine = err.trim().split('\n').at(-1) ?? '';
-            error = new NubesError('CommandFailed', `${program} ${how}${firstLine ? `: ${firstLine}` : ''}`, {
+            const lastLine = err.trim().split('\n').at(-1) ?? '';
+            error = new NubesError('CommandFailed', `${program} ${how}${lastLine ? `: ${lastLine}` : ''}`, {
               details,
             });
           }
