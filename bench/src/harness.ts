@@ -14,6 +14,14 @@ export interface BenchCase {
 export interface BenchGroup {
   name: string;
   cases: BenchCase[];
+  /**
+   * Minimum runs per case (default tinybench's 64) and time per case in ms (default `BENCH_TIME_MS`): set both
+   * low for heavy cases such as converting a 1 GiB image, so the group measures a few real runs.
+   */
+  iterations?: number;
+  timeMs?: number;
+  /** Skip the warm-up runs (for cases that take seconds each). */
+  noWarmup?: boolean;
 }
 
 /** What the runner hands every benchmark file. */

@@ -67,7 +67,14 @@ async function main(): Promise<void> {
       const fileRows: Row[] = [];
       try {
         for (const group of groups) {
-          const bench = new Bench({ time: timeMs, warmupTime: Math.min(200, timeMs / 4), throws: true });
+          const time = group.timeMs ?? timeMs;
+          const bench = new Bench({
+            time,
+            warmupTime: Math.min(200, time / 4),
+            throws: true,
+            ...(group.iterations === undefined ? {} : { iterations: group.iterations }),
+            ...(group.noWarmup ? { warmup: false } : {}),
+          });
           for (const c of group.cases) bench.add(c.name, c.fn);
           await bench.run();
           const measured = group.cases.map((c, i) => {
