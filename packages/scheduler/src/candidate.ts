@@ -72,7 +72,10 @@ export function withoutInstance(host: Host, instanceId: string): Host {
 
 /**
  * A validated, precomputed set of hosts. Building one validates every host once, so a service that
- * makes many decisions against the same state pays for validation and derived capacity once.
+ * makes many decisions against the same state pays for validation and derived capacity once; its first
+ * decision also lays the hosts out as column arrays that the built-in filters and weighers scan (see the
+ * README's Performance section). A snapshot is a picture: build a new one when hosts change, do not
+ * mutate the hosts it holds.
  */
 export class HostSnapshot {
   /** One candidate per host, in input order. */

@@ -1,6 +1,7 @@
 import { NubesError, newId, parseInput } from '@nubes/core';
 import { z } from 'zod';
 import { type Candidate, candidateOf, HostSnapshot, withInstance } from './candidate.js';
+import { DecisionHosts } from './decision-hosts.js';
 import {
   type FailureExplanation,
   failureMessage,
@@ -9,11 +10,15 @@ import {
   type HostScore,
   type PickExplanation,
 } from './explain.js';
+import { runFilters } from './filtering.js';
 import { defaultFilters } from './filters/index.js';
-import { type Instance, type PlacementRequest, parseRequest } from './model.js';
-import type { Cycle, Filter, Rejection, Verdict, Weigher, WeigherEntry } from './plugin.js';
+import type { KernelContext } from './kernel.js';
+import { type Host, type Instance, type PlacementRequest, parseRequest } from './model.js';
+import type { Cycle, Filter, Rejection, Weigher, WeigherEntry } from './plugin.js';
 import { hostsToFind, seededRandom } from './sampling.js';
+import { Scratch } from './scratch.js';
 import { defaultWeighers, type Normalization } from './weighers/index.js';
+import { type Ranked, weighAndRank } from './weighing.js';
 
 /** Options of a {@link Scheduler}. */
 export interface SchedulerOptions {
@@ -131,12 +136,6 @@ export function cycleOf(candidates: readonly Candidate[]): Cycle {
   return new CandidateCycle(candidates);
 }
 
-interface Ranked {
-  index: number;
-  total: number;
-  key: number;
-}
-
 type PickOutcome =
   | { ok: true; pick: Omit<Pick, 'instanceId'>; index: number }
   | { ok: false; failure: Omit<FailureExplanation, 'instance' | 'count' | 'message'> };
@@ -163,6 +162,7 @@ export class Scheduler {
   private readonly random: () => number;
   private readonly options: z.output<typeof optionsSchema>;
   private nextStart = 0;
+  private scratch: Scratch | undefined = new Scratch();
 
   constructor(options: SchedulerOptions = {}) {
     this.options = parseInput(optionsSchema, options, 'options');
@@ -188,30 +188,37 @@ export class Scheduler {
     const snapshot = hosts instanceof HostSnapshot ? hosts : HostSnapshot.of(hosts as unknown[]);
     const filters = this.filters.filter((f) => !f.appliesTo || f.appliesTo(req));
     const weighers = this.weighers.filter((w) => !w.weigher.appliesTo || w.weigher.appliesTo(req));
-    let candidates = snapshot.candidates;
-    const picks: Pick[] = [];
-    for (let k = 0; k < req.count; k++) {
-      const outcome = this.pickOne(candidates, req, filters, weighers);
-      if (!outcome.ok) {
-        const explanation: FailureExplanation = {
-          ...outcome.failure,
-          instance: k + 1,
-          count: req.count,
-          message: failureMessage(outcome.failure.total, outcome.failure.reasons, k + 1, req.count),
-        };
-        throw new NubesError('NoValidHost', explanation.message, { details: { explanation } });
+    const state = new DecisionHosts(snapshot.candidates);
+    // Scratch arrays are the scheduler's; a plugin that calls select on the same scheduler gets its own.
+    const scratch = this.scratch ?? new Scratch();
+    this.scratch = undefined;
+    try {
+      const picks: Pick[] = [];
+      for (let k = 0; k < req.count; k++) {
+        const outcome = this.pickOne(state, req, filters, weighers, scratch);
+        if (!outcome.ok) {
+          const explanation: FailureExplanation = {
+            ...outcome.failure,
+            instance: k + 1,
+            count: req.count,
+            message: failureMessage(outcome.failure.total, outcome.failure.reasons, k + 1, req.count),
+          };
+          throw new NubesError('NoValidHost', explanation.message, { details: { explanation } });
+        }
+        const instanceId = req.instanceIds?.[k] ?? newId();
+        picks.push({ instanceId, ...outcome.pick });
+        if (k + 1 < req.count) {
+          const chosen = state.candidates[outcome.index] as Candidate;
+          state.replace(
+            outcome.index,
+            candidateOf(withInstance(chosen.host, pendingInstance(instanceId, req))),
+          );
+        }
       }
-      const instanceId = req.instanceIds?.[k] ?? newId();
-      picks.push({ instanceId, ...outcome.pick });
-      if (k + 1 < req.count) {
-        if (candidates === snapshot.candidates) candidates = candidates.slice();
-        const chosen = candidates[outcome.index] as Candidate;
-        (candidates as Candidate[])[outcome.index] = candidateOf(
-          withInstance(chosen.host, pendingInstance(instanceId, req)),
-        );
-      }
+      return { request: req, picks };
+    } finally {
+      this.scratch = scratch;
     }
-    return { request: req, picks };
   }
 
   /**
@@ -233,90 +240,82 @@ export class Scheduler {
   }
 
   private pickOne(
-    candidates: readonly Candidate[],
+    state: DecisionHosts,
     request: PlacementRequest,
     filters: readonly Filter[],
     weighers: readonly Required<WeigherEntry>[],
+    scratch: Scratch,
   ): PickOutcome {
+    const candidates = state.candidates;
     const n = candidates.length;
-    const cycle = new CandidateCycle(candidates);
+    const context: KernelContext = {
+      request,
+      candidates,
+      cycle: new CandidateCycle(candidates),
+      get columns() {
+        return state.columns;
+      },
+    };
     const sampling = this.options.sampling;
     const toFind =
       sampling === false ? n : hostsToFind(n, sampling === true ? undefined : sampling.percentage);
     const start = sampling === false || n === 0 ? 0 : this.nextStart % n;
-    const feasible: number[] = [];
-    const rejected: number[] = [];
-    const rejectedBy: number[] = [];
-    const rejections: Rejection[] = [];
-    const counts: Record<string, number> = {};
-    const nf = filters.length;
-    let evaluated = 0;
-    for (let i = 0; i < n && feasible.length < toFind; i++) {
-      const index = start + i < n ? start + i : start + i - n;
-      const c = candidates[index] as Candidate;
-      evaluated++;
-      let verdict: Verdict = true;
-      let f = 0;
-      for (; f < nf; f++) {
-        verdict = (filters[f] as Filter).filter(c, request, cycle);
-        if (verdict !== true) break;
-      }
-      if (verdict === true) {
-        feasible.push(index);
-      } else {
-        rejected.push(index);
-        rejectedBy.push(f);
-        rejections.push(verdict);
-        for (const reason of verdict.reasons) counts[reason] = (counts[reason] ?? 0) + 1;
-      }
-    }
+    const found = runFilters(context, filters, start, toFind, scratch);
+    const { evaluated, counts } = found;
     // kube-scheduler moves the start on by what this pick evaluated, so every host gets its turn.
     if (sampling !== false && n > 0) this.nextStart = (start + evaluated) % n;
 
-    if (feasible.length === 0) {
-      const max = this.options.maxExplainedHosts;
+    if (found.feasibleCount === 0) {
+      const explained = Math.min(found.rejectedCount, this.options.maxExplainedHosts);
       const hosts: HostRejection[] = [];
-      for (let j = 0; j < rejected.length && j < max; j++) {
-        const c = candidates[rejected[j] as number] as Candidate;
-        const r = rejections[j] as Rejection;
-        hosts.push({
-          hostId: c.host.id,
-          hostName: c.host.name,
-          filter: (filters[rejectedBy[j] as number] as Filter).name,
-          reasons: r.reasons,
-          ...(r.detail === undefined ? {} : { detail: r.detail }),
-        });
-      }
+      for (let j = 0; j < explained; j++) hosts.push(found.explain(j));
       return {
         ok: false,
-        failure: { total: n, evaluated, reasons: counts, hosts, truncated: rejected.length - hosts.length },
+        failure: {
+          total: n,
+          evaluated,
+          reasons: counts,
+          hosts,
+          truncated: found.rejectedCount - hosts.length,
+        },
       };
     }
 
-    const { totals, raw, normalized } = this.weigh(candidates, feasible, request, cycle, weighers);
+    const F = found.feasibleCount;
+    const feasible = found.feasible;
     const k = Math.max(this.options.hostSubsetSize, this.options.alternates + 1, this.options.explainTop, 1);
-    const top = this.rank(totals, k);
+    const { top, raw, normalized } = weighAndRank(
+      context,
+      feasible,
+      F,
+      weighers,
+      this.normalization === 'nova',
+      k,
+      this.random,
+      scratch,
+    );
     const chosenAt = Math.floor(this.random() * Math.min(this.options.hostSubsetSize, top.length));
     const chosen = top[chosenAt] as Ranked;
     const order = [chosen, ...top.filter((_, i) => i !== chosenAt)];
-    const F = feasible.length;
+    const hostOf = (r: Ranked): Host => (candidates[feasible[r.index] as number] as Candidate).host;
     const scoreOf = (r: Ranked): HostScore => {
-      const c = candidates[feasible[r.index] as number] as Candidate;
+      const h = hostOf(r);
       return {
-        hostId: c.host.id,
-        hostName: c.host.name,
+        hostId: h.id,
+        hostName: h.name,
         total: r.total,
         scores: weighers.map((w, wi) => ({
           weigher: w.weigher.name,
-          raw: raw[wi * F + r.index] as number,
-          normalized: normalized[wi * F + r.index] as number,
+          raw: raw(wi, r.index),
+          normalized: normalized(wi, r.index),
           weight: w.weight,
-          weighted: (normalized[wi * F + r.index] as number) * w.weight,
+          weighted: normalized(wi, r.index) * w.weight,
         })),
       };
     };
-    const chosenHost = (candidates[feasible[chosen.index] as number] as Candidate).host;
-    const rejectedText = rejected.length ? `; ${rejected.length} rejected: ${formatReasons(counts)}` : '';
+    const chosenHost = hostOf(chosen);
+    const rejected = found.rejectedCount;
+    const rejectedText = rejected ? `; ${rejected} rejected: ${formatReasons(counts)}` : '';
     const sampled = evaluated < n ? ` (${evaluated} of ${n} evaluated)` : '';
     const explanation: PickExplanation = {
       total: n,
@@ -333,73 +332,12 @@ export class Scheduler {
         hostId: chosenHost.id,
         hostName: chosenHost.name,
         alternates: order.slice(1, 1 + this.options.alternates).map((r) => {
-          const h = (candidates[feasible[r.index] as number] as Candidate).host;
+          const h = hostOf(r);
           return { hostId: h.id, hostName: h.name };
         }),
         explanation,
       },
     };
-  }
-
-  /** Raw weights, normalized weights (weigher-major, `w * F + j`) and totals of the feasible hosts. */
-  private weigh(
-    candidates: readonly Candidate[],
-    feasible: readonly number[],
-    request: PlacementRequest,
-    cycle: Cycle,
-    weighers: readonly Required<WeigherEntry>[],
-  ): { totals: Float64Array; raw: Float64Array; normalized: Float64Array } {
-    const F = feasible.length;
-    const W = weighers.length;
-    const raw = new Float64Array(W * F);
-    const normalized = new Float64Array(W * F);
-    const totals = new Float64Array(F);
-    const nova = this.normalization === 'nova';
-    for (let w = 0; w < W; w++) {
-      const { weigher, weight } = weighers[w] as Required<WeigherEntry>;
-      const base = w * F;
-      let min = Number.POSITIVE_INFINITY;
-      let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < F; j++) {
-        const value = weigher.weigh(candidates[feasible[j] as number] as Candidate, request, cycle);
-        const v = Number.isFinite(value) ? value : 0;
-        raw[base + j] = v;
-        if (v < min) min = v;
-        if (v > max) max = v;
-      }
-      // Nova: every weigher to 0..1 by (w - min) / (max - min). Kubernetes: scores as they are, raw weights to 0..100 the same way.
-      const rescale = nova || weigher.scale !== 'score';
-      const span = max - min;
-      const top = nova ? 1 : 100;
-      for (let j = 0; j < F; j++) {
-        const v = raw[base + j] as number;
-        const nv = rescale ? (span > 0 ? ((v - min) / span) * top : 0) : v;
-        normalized[base + j] = nv;
-        totals[j] = (totals[j] as number) + nv * weight;
-      }
-    }
-    return { totals, raw, normalized };
-  }
-
-  /** The best `k` by total, ties ordered by a random key, without sorting every host. */
-  private rank(totals: Float64Array, k: number): Ranked[] {
-    const top: Ranked[] = [];
-    for (let j = 0; j < totals.length; j++) {
-      const total = totals[j] as number;
-      const last = top[top.length - 1];
-      if (top.length === k && last && total < last.total) continue;
-      const entry = { index: j, total, key: this.random() };
-      let at = top.length;
-      while (at > 0) {
-        const prev = top[at - 1] as Ranked;
-        if (prev.total > entry.total || (prev.total === entry.total && prev.key >= entry.key)) break;
-        at--;
-      }
-      if (at >= k) continue;
-      top.splice(at, 0, entry);
-      if (top.length > k) top.pop();
-    }
-    return top;
   }
 }
 

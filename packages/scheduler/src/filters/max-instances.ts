@@ -1,4 +1,5 @@
 import { invalidInput } from '@nubes/core';
+import { KEEP_ALL, withFilterKernel } from '../kernel.js';
 import { type Filter, type Rejection, reject } from '../plugin.js';
 
 /** Options of {@link maxInstancesFilter}. */
@@ -12,5 +13,23 @@ export function maxInstancesFilter(options: MaxInstancesOptions = {}): Filter {
   const max = options.max ?? 50;
   if (!Number.isInteger(max) || max < 1) throw invalidInput('max', 'must be a positive integer');
   const full: Rejection = reject(`already runs the maximum of ${max} instances`);
-  return { name: 'MaxInstances', filter: (c) => (c.instances.length < max ? true : full) };
+  return withFilterKernel(
+    { name: 'MaxInstances', filter: (c) => (c.instances.length < max ? true : full) },
+    ({ columns }, rejections) => {
+      if (columns.mostInstances < max) return KEEP_ALL;
+      const count = columns.instanceCount;
+      const fullCode = rejections.push(full);
+      return {
+        run(hosts, m, codes) {
+          let kept = 0;
+          for (let k = 0; k < m; k++) {
+            const i = hosts[k] as number;
+            if ((count[i] as number) < max) hosts[kept++] = i;
+            else codes[i] = fullCode;
+          }
+          return kept;
+        },
+      };
+    },
+  );
 }

@@ -1,3 +1,5 @@
+import type { Candidate } from '../candidate.js';
+import { KEEP_ALL, withFilterKernel } from '../kernel.js';
 import type { Taint, Toleration } from '../model.js';
 import { type Filter, reject } from '../plugin.js';
 
@@ -18,7 +20,7 @@ function show(taint: Taint): string {
  * TaintToleration). `PreferNoSchedule` taints never reject.
  */
 export function taintsFilter(): Filter {
-  return {
+  const filter: Filter = {
     name: 'TaintToleration',
     filter(c, r) {
       const taints = c.host.taints;
@@ -32,4 +34,21 @@ export function taintsFilter(): Filter {
       return true;
     },
   };
+  // Most hosts carry no taint and pass at the cost of one byte read; the few that do go to the plugin.
+  return withFilterKernel(filter, ({ columns, candidates, request, cycle }, rejections) => {
+    if (!columns.anyTainted) return KEEP_ALL;
+    const tainted = columns.tainted;
+    return {
+      run(hosts, m, codes) {
+        let kept = 0;
+        for (let k = 0; k < m; k++) {
+          const i = hosts[k] as number;
+          const verdict = tainted[i] === 0 ? true : filter.filter(candidates[i] as Candidate, request, cycle);
+          if (verdict === true) hosts[kept++] = i;
+          else codes[i] = rejections.push(verdict);
+        }
+        return kept;
+      },
+    };
+  });
 }
