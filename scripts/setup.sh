@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...).
-APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux)
+# Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...), and
+# Debian's cloud kernel, which the @nubes/kvm tests boot under QEMU with a busybox initramfs.
+APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux linux-image-cloud-amd64)
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi

@@ -1,5 +1,7 @@
+import { mkdir, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { runCommand } from '@nubes/core';
-import { Cgroups, NetworkHost } from '@nubes/netns';
+import { Cgroups, NetworkHost, renderV1, renderV2, resourceSpecSchema, Sandboxes } from '@nubes/netns';
 import { type BenchGroup, defineBenchmarks } from './harness.js';
 
 // Everything here is named with this prefix and removed by gc() in teardown, even after a failure.
@@ -24,7 +26,7 @@ function pairTopology(i: number) {
 }
 
 export default defineBenchmarks({
-  name: 'Namespace pairs (2 netns + veth + addresses) and cgroups created and deleted per second',
+  name: 'Namespace pairs (2 netns + veth + addresses), cgroups and sandboxes created and deleted per second',
   async setup() {
     if (process.getuid?.() !== 0) {
       console.warn('[bench] netns: not root, skipping');
@@ -33,6 +35,29 @@ export default defineBenchmarks({
     const batched = new NetworkHost({ owner });
     const unbatched = new NetworkHost({ owner, batch: false });
     const cgroups = new Cgroups({ owner });
+    const sandboxes = new Sandboxes({ owner });
+    const layout = await cgroups.layout();
+    const cgroupSpec = {
+      cpu: { quotaUs: 50_000, weight: 100 },
+      memory: { max: '256m' },
+      pids: { max: 100 },
+    };
+    // The reference writes exactly the files Cgroups writes, in the same directories, with plain
+    // mkdir/writeFile/rmdir: what a hand-written script would do (minus cpuset inheritance and checks).
+    const writes =
+      layout.version === 2
+        ? renderV2(resourceSpecSchema.parse(cgroupSpec))
+        : renderV1(resourceSpecSchema.parse(cgroupSpec));
+    const rawCgroup = async (name: string) => {
+      const dirs = (await cgroups.paths(name)).map((p) => p.path);
+      const dirOf = (controller: string | undefined) =>
+        layout.version === 2
+          ? (dirs[0] as string)
+          : join(layout.controllers[controller as 'cpu'] as string, cgroups.parent, name);
+      for (const dir of dirs) await mkdir(dir, { recursive: true });
+      for (const w of writes) await writeFile(join(dirOf(w.controller), w.file), w.value);
+      for (const dir of dirs) await rmdir(dir);
+    };
     let i = 0;
 
     const rawIp = (args: string[]) => runCommand('ip', args);
@@ -95,15 +120,51 @@ export default defineBenchmarks({
         name: 'cgroup create + configure (cpu, memory, pids) + delete',
         cases: [
           {
+            name: 'raw mkdir + write + rmdir of the same files',
+            reference: true,
+            fn: () => rawCgroup(`${owner}-cg${i++}`),
+          },
+          {
             name: 'Cgroups.create + delete',
             fn: async () => {
               const name = `${owner}-cg${i++}`;
-              await cgroups.create(name, {
-                cpu: { quotaUs: 50_000, weight: 100 },
-                memory: { max: '256m' },
-                pids: { max: 100 },
-              });
+              await cgroups.create(name, cgroupSpec);
               await cgroups.delete(name);
+            },
+          },
+        ],
+      },
+      {
+        name: 'sandbox (PID, mount, UTS, IPC, net namespaces) running /bin/true, start to exit',
+        cases: [
+          {
+            name: 'raw unshare --mount-proc, no cgroup',
+            reference: true,
+            fn: () =>
+              runCommand('unshare', [
+                '--pid',
+                '--fork',
+                '--kill-child',
+                '--mount',
+                '--uts',
+                '--ipc',
+                '--net',
+                '--mount-proc',
+                '/bin/true',
+              ]),
+          },
+          {
+            name: 'Sandboxes.start, wait for exit (with cgroup, hostname, lo up)',
+            fn: async () => {
+              const box = await sandboxes.start({ name: `${owner}-sb${i++}`, argv: ['/bin/true'] });
+              await box.exited;
+            },
+          },
+          {
+            name: 'Sandboxes.start + stop of a sleeping sandbox (SIGKILL)',
+            fn: async () => {
+              const box = await sandboxes.start({ name: `${owner}-sb${i++}`, argv: ['/bin/sleep', '60'] });
+              await box.stop({ graceMs: 0 });
             },
           },
         ],
@@ -113,6 +174,7 @@ export default defineBenchmarks({
       groups,
       teardown: async () => {
         await batched.gc();
+        await sandboxes.gc();
         await cgroups.gc();
       },
     };

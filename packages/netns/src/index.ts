@@ -47,6 +47,14 @@ export type {
   NetworkHostOptions,
 } from './network.js';
 export { NetworkHost } from './network.js';
+export type { EnterTarget, SandboxPlan } from './sandbox/plan.js';
+export { DEFAULT_PATH, overlayOptions, planEnter, planSandbox, SETUP_SCRIPT } from './sandbox/plan.js';
+export type { NodePty, NodePtyModule, TerminalExit } from './sandbox/pty.js';
+export { loadNodePty, Terminal } from './sandbox/pty.js';
+export type { ExecTarget, SandboxExit, SandboxesOptions, TerminalOptions } from './sandbox/sandbox.js';
+export { Sandbox, Sandboxes } from './sandbox/sandbox.js';
+export type { ParsedSandboxSpec, SandboxSpec } from './sandbox/spec.js';
+export { absolutePathSchema, hostnameSchema, sandboxSpecSchema } from './sandbox/spec.js';
 export type { QosStats } from './tc/apply.js';
 export type { QdiscInfo, QosPlan } from './tc/plan.js';
 export { defaultBurst, ifbName, planQos } from './tc/plan.js';

@@ -223,20 +223,27 @@ export class Cgroups {
   }
 
   /**
-   * Starts a program already inside the group: a tiny `sh` writes its own pid into the group's
-   * cgroup.procs files and then execs the program, so not one instruction runs outside the limits.
-   * The program and its arguments are passed as positional parameters, never as shell text.
+   * The argv that runs `argv` already inside the group: a tiny `sh` writes its own pid into the
+   * group's cgroup.procs files and then execs the program, so not one instruction runs outside the
+   * limits. The program and its arguments are positional parameters, never shell text. Use it to
+   * start a program with your own spawn (a pty, other stdio); {@link Cgroups.spawn} uses it.
    */
+  async launchArgv(name: string, argv: readonly string[]): Promise<string[]> {
+    const args = parseInput(z.array(z.string()).min(1, 'must name a program'), [...argv], 'argv');
+    const files = (await this.paths(name)).map((p) => join(p.path, 'cgroup.procs'));
+    const script =
+      'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 126; shift; n=$((n-1)); done; exec "$@"';
+    return ['/bin/sh', '-c', script, 'sh', String(files.length), ...files, ...args];
+  }
+
+  /** Starts a program already inside the group (see {@link Cgroups.launchArgv}); stdin is ignored. */
   async spawn(
     name: string,
     argv: readonly string[],
     options: { env?: Record<string, string> } = {},
   ): Promise<ChildProcess> {
-    const args = parseInput(z.array(z.string()).min(1, 'must name a program'), [...argv], 'argv');
-    const files = (await this.paths(name)).map((p) => join(p.path, 'cgroup.procs'));
-    const script =
-      'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 126; shift; n=$((n-1)); done; exec "$@"';
-    return spawn('/bin/sh', ['-c', script, 'sh', String(files.length), ...files, ...args], {
+    const [program, ...args] = (await this.launchArgv(name, argv)) as [string, ...string[]];
+    return spawn(program, args, {
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -322,7 +329,20 @@ export class Cgroups {
    */
   async delete(name: string): Promise<void> {
     const paths = await this.paths(name);
+    const key = (paths[0] as { path: string }).path;
+    // Two deletes of one group must not interleave: one's freeze would undo the other's thaw.
+    const running = deletesInFlight.get(key);
+    if (running) return running;
+    const deletion = this.deleteNow(name, paths).finally(() => deletesInFlight.delete(key));
+    deletesInFlight.set(key, deletion);
+    return deletion;
+  }
+
+  private async deleteNow(name: string, paths: { path: string }[]): Promise<void> {
     if (!paths.some((p) => existsSync(p.path))) return;
+    // The common case, an empty group, needs no freeze and kill round: rmdir is refused (EBUSY)
+    // if a process joined meanwhile, and then the full path below runs.
+    if ((await this.processes(name).catch(() => [1])).length === 0 && (await removeAll(paths))) return;
     const layout = await this.layout();
     const dir = (paths[0] as { path: string }).path;
     if (layout.version === 2 && existsSync(join(dir, 'cgroup.kill'))) {
@@ -371,9 +391,24 @@ export class Cgroups {
   }
 }
 
+/** Deletes under way in this process, by group directory (shared by every {@link Cgroups} instance). */
+const deletesInFlight = new Map<string, Promise<void>>();
+
 function parseKeyedLine(text: string | undefined, key: string): number | undefined {
   const line = text?.split('\n').find((l) => l.startsWith(`${key} `));
   return line ? Number(line.split(' ')[1]) : undefined;
+}
+
+/** Removes every directory; false (nothing thrown) when one is still busy. */
+async function removeAll(paths: { path: string }[]): Promise<boolean> {
+  for (const p of paths) {
+    try {
+      await rmdir(p.path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    }
+  }
+  return true;
 }
 
 async function rmdirRetry(path: string): Promise<void> {
