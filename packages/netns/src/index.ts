@@ -7,6 +7,17 @@
  * @packageDocumentation
  */
 
+export type { ReconcileResult, VpcAgentOptions } from './agent/agent.js';
+export { parseTables, VpcAgent } from './agent/agent.js';
+export type {
+  ActualHost,
+  DesiredHost,
+  DesiredPort,
+  DesiredRouter,
+  HostChanges,
+  HostContext,
+} from './agent/plan.js';
+export { diffHost, fingerprintAlias, names as vpcDeviceNames, planHost } from './agent/plan.js';
 export type { CgroupsOptions } from './cgroups/cgroups.js';
 export { Cgroups, detectCgroupLayout } from './cgroups/cgroups.js';
 export type { CgroupLayout } from './cgroups/layout.js';
@@ -55,6 +66,8 @@ export type { ExecTarget, SandboxExit, SandboxesOptions, TerminalOptions } from 
 export { Sandbox, Sandboxes } from './sandbox/sandbox.js';
 export type { ParsedSandboxSpec, SandboxSpec } from './sandbox/spec.js';
 export { absolutePathSchema, hostnameSchema, sandboxSpecSchema } from './sandbox/spec.js';
+export type { FilteredPort, FilterMode, HostFilter, RenderedRuleset } from './secgroups/render.js';
+export { digest, renderHostFilter, renderRule, replaceTables } from './secgroups/render.js';
 export type { QosStats } from './tc/apply.js';
 export type { QdiscInfo, QosPlan } from './tc/plan.js';
 export { defaultBurst, ifbName, planQos } from './tc/plan.js';
@@ -76,3 +89,38 @@ export type {
 export { topologySchema } from './topology/spec.js';
 export type { Rate, Size } from './units.js';
 export { parseRate, parseSize, rateSchema, renderRate, renderSize, sizeSchema } from './units.js';
+export type { AddressRange, Ipv4Network } from './vpc/ipv4.js';
+export {
+  defaultPools,
+  firstFreeAddress,
+  formatIpv4Network,
+  hostRange,
+  intToIpv4,
+  ipv4InNetwork,
+  ipv4NetworksOverlap,
+  ipv4ToInt,
+  parseIpv4Cidr,
+} from './vpc/ipv4.js';
+export type {
+  FloatingIpInput,
+  FloatingIpRecord,
+  HostInput,
+  HostRecord,
+  NetworkInput,
+  NetworkRecord,
+  PortInput,
+  PortOwner,
+  PortRecord,
+  RouterInput,
+  RouterRecord,
+  RuleInput,
+  SecurityGroupInput,
+  SecurityGroupRecord,
+  SecurityGroupRule,
+  SubnetInput,
+  SubnetRecord,
+  VpcSnapshot,
+} from './vpc/model.js';
+export { ruleInputSchema } from './vpc/model.js';
+export type { VpcOptions } from './vpc/vpc.js';
+export { Vpc } from './vpc/vpc.js';
