@@ -76,6 +76,8 @@ async function main(): Promise<void> {
             ...(group.noWarmup ? { warmup: false } : {}),
           });
           for (const c of group.cases) bench.add(c.name, c.fn);
+          // Progress on stderr, so a slow or stuck group shows where it is.
+          process.stderr.write(`[bench] ${group.name}...\n`);
           await bench.run();
           const measured = group.cases.map((c, i) => {
             const result = bench.tasks[i]?.result;

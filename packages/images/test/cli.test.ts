@@ -58,6 +58,11 @@ describeWith(['qemu-img'], 'nubes-img CLI with qemu-img flags', () => {
     expect(conv.code).toBe(0);
     expect(conv.err).toContain('100.00/100%');
     expect((await cli('compare', src, packed)).code).toBe(0);
+    // -t CACHE as in qemu-img: unsafe (the default) skips the final fsync, writeback does it.
+    const synced = s.path('synced.raw');
+    expect((await cli('convert', '-t', 'writeback', '-O', 'raw', src, synced)).code).toBe(0);
+    expect((await cli('compare', src, synced)).code).toBe(0);
+    expect((await cli('convert', '-t', 'bogus', '-O', 'raw', src, synced)).code).toBe(1);
     await qemuIo(packed, 'write -P 6 0 4k');
     const diff = await cli('compare', src, packed);
     expect(diff.code).toBe(1);

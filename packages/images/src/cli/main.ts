@@ -27,7 +27,20 @@ const processIo: CliIo = {
 };
 
 /** Flags that take a value, per command (everything else is a boolean switch). */
-const VALUE_FLAGS = new Set(['-f', '-O', '-o', '-b', '-F', '-r', '--output', '--size']);
+const VALUE_FLAGS = new Set(['-f', '-O', '-o', '-b', '-F', '-r', '-t', '--output', '--size']);
+
+/**
+ * Whether convert's `-t CACHE` asks for the output to be flushed: qemu-img's default for convert
+ * is `unsafe` (never flushed); every other mode flushes before qemu-img exits.
+ */
+function cacheSync(mode: string | true | undefined): boolean {
+  if (mode === undefined || mode === 'unsafe') return false;
+  if (mode === 'writeback' || mode === 'none' || mode === 'writethrough' || mode === 'directsync')
+    return true;
+  throw usage(
+    `invalid cache mode ${JSON.stringify(mode)} (unsafe, writeback, none, writethrough, directsync)`,
+  );
+}
 const SNAPSHOT_VALUE_FLAGS = new Set(['-f', '-c', '-a', '-d']);
 
 interface Parsed {
@@ -250,6 +263,7 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
           ...(o.clusterSize ? { clusterSize: o.clusterSize } : {}),
           ...(o.version ? { version: o.version } : {}),
           overwrite: true,
+          sync: cacheSync(p.flags.get('-t')),
           onProgress: progress(p.flags.has('-p'), io),
         });
         return 0;

@@ -37,6 +37,17 @@ export class RawImage implements DiskImage {
     return this.file.readAt(offset, length);
   }
 
+  /**
+   * Fills `out` with the bytes at `offset` (no copy: what a qcow2 overlay calls on its raw backing
+   * file, and what convert reads into reused buffers); without `zeroed`, bytes past the end of the
+   * file are cleared. The range must lie inside the file; {@link read} is the checked entry point.
+   * @internal
+   */
+  async readInto(out: Buffer, offset: number, zeroed = true): Promise<void> {
+    const n = await this.file.readInto(out, offset);
+    if (!zeroed && n < out.length) out.fill(0, n);
+  }
+
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, data.length);

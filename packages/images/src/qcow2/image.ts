@@ -59,6 +59,11 @@ interface L2Slot {
 
 const FULL_MASK = 0xffffffff;
 
+/** A layer that can read straight into a caller's zeroed buffer (qcow2 and raw images). */
+interface ReadsInto {
+  readInto(out: Buffer, offset: number, zeroed?: boolean): Promise<void>;
+}
+
 function rangeMask(first: number, last: number): number {
   // Bits first..last inclusive, as an unsigned 32-bit mask.
   const width = last - first + 1;
@@ -82,7 +87,9 @@ export class Qcow2Image implements DiskImage {
   /** Listener called after the image is modified (used by operations for progress). */
   private l1: Buffer;
   private refTable: Buffer;
-  private readonly l2Cache = new Map<number, Buffer>();
+  /** L2 tables by host offset; `used` is a tick for least-recently-used eviction (a hit costs one Map.get). */
+  private readonly l2Cache = new Map<number, { table: Buffer; used: number }>();
+  private l2Tick = 0;
   private readonly refBlocks = new Map<number, Buffer>();
   private readonly l2CacheLimit: number;
   private highWater: number;
@@ -265,13 +272,8 @@ export class Qcow2Image implements DiskImage {
 
   /** Loads (through the cache) the L2 table at `offset`, validating that it lies inside the file. */
   async loadL2(offset: number): Promise<Buffer> {
-    const cached = this.l2Cache.get(offset);
-    if (cached) {
-      // Refresh recency: Map iteration order is insertion order, so re-insert.
-      this.l2Cache.delete(offset);
-      this.l2Cache.set(offset, cached);
-      return cached;
-    }
+    const cached = this.cachedL2(offset);
+    if (cached) return cached;
     if (offset % this.g.clusterSize !== 0)
       throw badImage(this.path, 'bad-l2-entry', `L2 table offset ${offset} is not cluster aligned`);
     if (offset + this.g.clusterSize > this.file.size)
@@ -281,12 +283,34 @@ export class Qcow2Image implements DiskImage {
     return table;
   }
 
+  /** The cached L2 table at `offset` (refreshing its recency), without I/O; undefined on a miss. */
+  private cachedL2(offset: number): Buffer | undefined {
+    const hit = this.l2Cache.get(offset);
+    if (!hit) return undefined;
+    hit.used = ++this.l2Tick;
+    return hit.table;
+  }
+
   private cacheL2(offset: number, table: Buffer): void {
-    this.l2Cache.set(offset, table);
-    if (this.l2Cache.size > this.l2CacheLimit) {
-      const oldest = this.l2Cache.keys().next().value as number;
+    const hit = this.l2Cache.get(offset);
+    if (hit) {
+      hit.table = table;
+      hit.used = ++this.l2Tick;
+      return;
+    }
+    if (this.l2Cache.size >= this.l2CacheLimit) {
+      // Evict the least recently used table: a scan, but only on a miss that also costs a read.
+      let oldest = -1;
+      let oldestUse = Number.POSITIVE_INFINITY;
+      for (const [key, entry] of this.l2Cache) {
+        if (entry.used < oldestUse) {
+          oldestUse = entry.used;
+          oldest = key;
+        }
+      }
       this.l2Cache.delete(oldest);
     }
+    this.l2Cache.set(offset, { table, used: ++this.l2Tick });
   }
 
   /** The L2 table offset an L1 table entry points to (0 when none). */
@@ -424,24 +448,53 @@ export class Qcow2Image implements DiskImage {
     return out;
   }
 
-  /** Reads guest bytes for copy-on-write; what lies past the virtual size reads as zeros. */
-  private async readClipped(offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.alloc(length);
-    const n = Math.max(0, Math.min(length, this.header.size - offset));
-    if (n > 0) await this.readInto(out.subarray(0, n), offset);
-    return out;
-  }
-
-  private async readInto(out: Buffer, offset: number): Promise<void> {
+  /**
+   * Fills `out` with the guest bytes at `offset`, reading each layer straight into (a slice of) it:
+   * no intermediate buffer per layer. With `zeroed` (the default) `out` must already be zeros,
+   * and zero runs are left as they are; without it they are cleared here (for a reused buffer).
+   * The range must lie inside the virtual size: {@link read} is the checked entry point, backing
+   * layers are called with ranges clipped to their size.
+   * @internal
+   */
+  async readInto(out: Buffer, offset: number, zeroed = true): Promise<void> {
+    const cs = this.g.clusterSize;
+    const inCluster = offset % cs;
+    if (inCluster + out.length <= cs && !this.g.extendedL2) {
+      // Fast path for a request inside one cluster (random 4 KiB I/O): one L1 and one L2 lookup,
+      // no segment list, no await when the L2 table is cached.
+      const cluster = (offset - inCluster) / cs;
+      const l2Offset = Qcow2Image.l1EntryOffset(this.l1, Math.floor(cluster / this.g.l2Entries));
+      if (l2Offset === 0) return this.readBackingInto(out, offset, zeroed);
+      const table = this.cachedL2(l2Offset) ?? (await this.loadL2(l2Offset));
+      const at = (cluster % this.g.l2Entries) * 8;
+      const hi = table.readUInt32BE(at);
+      const lo = table.readUInt32BE(at + 4);
+      const kind = this.classify(hi, lo);
+      if (kind === 'data') {
+        const host = entryOffset(hi, lo);
+        this.validateDataOffset(host);
+        const n = await (this.dataFile ?? this.file).readInto(out, host + inCluster);
+        if (!zeroed && n < out.length) out.fill(0, n);
+        return;
+      }
+      if (kind === 'unallocated') return this.readBackingInto(out, offset, zeroed);
+      if (kind === 'zero') {
+        if (!zeroed) out.fill(0);
+        return;
+      }
+      // Compressed: the general path below.
+    }
     const segs = await this.segments(offset, out.length);
     const source = this.dataFile ?? this.file;
     for (const seg of segs) {
       const at = seg.guest - offset;
       if (seg.kind === 'data') {
-        const data = await source.readAt(seg.host, seg.length);
-        data.copy(out, at);
+        const n = await source.readInto(out.subarray(at, at + seg.length), seg.host);
+        if (!zeroed && n < seg.length) out.fill(0, at + n, at + seg.length);
       } else if (seg.kind === 'unallocated') {
-        await this.readBacking(out, at, seg.guest, seg.length);
+        await this.readBackingInto(out.subarray(at, at + seg.length), seg.guest, zeroed);
+      } else if (seg.kind === 'zero') {
+        if (!zeroed) out.fill(0, at, at + seg.length);
       } else if (seg.kind === 'compressed') {
         const cluster = await this.decompress(seg.host, seg.compressedLength as number);
         const from = seg.guest - (seg.clusterGuest as number);
@@ -450,12 +503,23 @@ export class Qcow2Image implements DiskImage {
     }
   }
 
-  private async readBacking(out: Buffer, at: number, guest: number, length: number): Promise<void> {
+  /** Reads guest bytes for copy-on-write; what lies past the virtual size reads as zeros. */
+  private async readClipped(offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    const n = Math.max(0, Math.min(length, this.header.size - offset));
+    if (n > 0) await this.readInto(out.subarray(0, n), offset);
+    return out;
+  }
+
+  /** Reads the backing chain's bytes for guest `guest` into `out` (zeros past its end or without one). */
+  private async readBackingInto(out: Buffer, guest: number, zeroed: boolean): Promise<void> {
     const backing = this.backing;
-    if (!backing || guest >= backing.virtualSize) return;
-    const n = Math.min(length, backing.virtualSize - guest);
-    const data = await backing.read(guest, n);
-    data.copy(out, at);
+    const n = backing ? Math.max(0, Math.min(out.length, backing.virtualSize - guest)) : 0;
+    if (!zeroed && n < out.length) out.fill(0, n);
+    if (!backing || n === 0) return;
+    const into = (backing as Partial<ReadsInto>).readInto;
+    if (into) await into.call(backing, n === out.length ? out : out.subarray(0, n), guest, zeroed);
+    else (await backing.read(guest, n)).copy(out);
   }
 
   /** Inflates one compressed cluster (raw deflate, as QEMU writes it); the last one is cached. */
@@ -534,6 +598,16 @@ export class Qcow2Image implements DiskImage {
     const rb = await this.refBlock(Math.floor(index / this.g.refblockEntries));
     if (!rb) return 0;
     return getRefcount(rb.block, index % this.g.refblockEntries, this.g.refcountOrder);
+  }
+
+  /** The refcount of host cluster `index` when its block is cached (no I/O), else undefined. */
+  private cachedRefcount(index: number): number | undefined {
+    const ti = Math.floor(index / this.g.refblockEntries);
+    if (ti >= this.refTableEntries()) return 0;
+    const offset = readU64(this.refTable, ti * 8, this.path, 'refcount table entry') & ~511;
+    if (offset === 0) return 0;
+    const block = this.refBlocks.get(offset);
+    return block ? getRefcount(block, index % this.g.refblockEntries, this.g.refcountOrder) : undefined;
   }
 
   /** Writes the bytes of a refcount block holding entries first..last. */
@@ -716,9 +790,15 @@ export class Qcow2Image implements DiskImage {
     for (;;) {
       let start = this.freeHint;
       let run = 0;
+      // First free cluster seen: everything before it (from the hint on) is in use, so the hint can
+      // move there even when the run found starts further on (else every allocation rescans from 0).
+      let firstFree = -1;
       while (run < count && start + run < this.highWater) {
-        if ((await this.refcount(start + run)) === 0) run++;
-        else {
+        const c = start + run;
+        if ((this.cachedRefcount(c) ?? (await this.refcount(c))) === 0) {
+          if (firstFree < 0) firstFree = c;
+          run++;
+        } else {
           start += run + 1;
           run = 0;
         }
@@ -729,7 +809,7 @@ export class Qcow2Image implements DiskImage {
       if (this.highWater !== mark) continue;
       await this.adjustRefcounts(start, count, 1);
       if (start + count > this.highWater) this.highWater = start + count;
-      if (start === this.freeHint) this.freeHint = start + count;
+      this.freeHint = firstFree < 0 || firstFree === start ? start + count : firstFree;
       return start * this.g.clusterSize;
     }
   }
@@ -822,6 +902,17 @@ export class Qcow2Image implements DiskImage {
     this.checkRange(offset, data.length);
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
     const cs = this.g.clusterSize;
+    const first = offset % cs;
+    if (first + buf.length <= cs && buf.length > 0) {
+      // Fast path: a write inside one cluster this image already owns (COPIED) is one data write in
+      // place, decided synchronously from the cached L1 and L2 tables; no metadata changes.
+      const host = this.ownedHost(offset - first);
+      if (host >= 0) {
+        this.modified = true;
+        await this.file.writeAt(host + first, buf);
+        return;
+      }
+    }
     let pos = offset;
     const end = offset + buf.length;
     this.modified = true;
@@ -839,6 +930,29 @@ export class Qcow2Image implements DiskImage {
       await this.writeInCluster(cluster, inCluster, buf.subarray(pos - offset, pos - offset + n));
       pos += n;
     }
+  }
+
+  /**
+   * Host offset of the guest cluster at `clusterGuest` when it is a plain data cluster owned by this
+   * image alone (L1 and L2 entries COPIED, L2 table cached, no extended L2), so that guest bytes
+   * can be overwritten in place; -1 when the general path must decide.
+   */
+  private ownedHost(clusterGuest: number): number {
+    if (this.g.extendedL2) return -1;
+    const cluster = clusterGuest / this.g.clusterSize;
+    const l1At = Math.floor(cluster / this.g.l2Entries) * 8;
+    const l1Hi = this.l1.readUInt32BE(l1At);
+    if (!(l1Hi & L2_COPIED_HI)) return -1;
+    const l2Offset = entryOffset(l1Hi, this.l1.readUInt32BE(l1At + 4));
+    if (l2Offset === 0) return -1;
+    const table = this.cachedL2(l2Offset);
+    if (!table) return -1;
+    const at = (cluster % this.g.l2Entries) * 8;
+    const hi = table.readUInt32BE(at);
+    const lo = table.readUInt32BE(at + 4);
+    if (!(hi & L2_COPIED_HI) || this.classify(hi, lo) !== 'data') return -1;
+    const host = entryOffset(hi, lo);
+    return host !== 0 && host % this.g.clusterSize === 0 ? host : -1;
   }
 
   /**
@@ -912,9 +1026,18 @@ export class Qcow2Image implements DiskImage {
       );
       return;
     }
-    const fresh = await this.allocate(1);
     if (!this.g.extendedL2) {
-      const content = data.length === cs ? data : await this.readClipped(clusterGuest, cs);
+      // The copy-on-write read (from this image or its backing chain) and the allocation (whose
+      // refcount write must land before the data) are independent: run them side by side. The
+      // writes keep their order: refcount, then data, then the L2 entry.
+      const [allocated, read] = await Promise.allSettled([
+        this.allocate(1),
+        data.length === cs ? Promise.resolve(data) : this.readClipped(clusterGuest, cs),
+      ]);
+      if (allocated.status === 'rejected') throw allocated.reason;
+      if (read.status === 'rejected') throw read.reason;
+      const fresh = allocated.value;
+      const content = read.value;
       if (content !== data) data.copy(content, inCluster);
       await this.file.writeAt(fresh, content);
       await this.setL2Entry(
@@ -925,6 +1048,7 @@ export class Qcow2Image implements DiskImage {
         fresh % 2 ** 32,
       );
     } else {
+      const fresh = await this.allocate(1);
       const sub = this.g.subclusterSize;
       const s0 = Math.floor(inCluster / sub);
       const s1 = Math.floor((inCluster + data.length - 1) / sub);
@@ -1158,17 +1282,24 @@ export class Qcow2Image implements DiskImage {
     return this.highWater;
   }
 
-  async flush(): Promise<void> {
+  /**
+   * Makes what was written durable: pads the file to whole sectors and, unless `sync: false`,
+   * fsyncs it. `sync: false` is what `qemu-img convert` does by default (cache mode `unsafe`):
+   * the content is complete and consistent for every reader, but a power loss may lose it.
+   */
+  async flush(options: { sync?: boolean } = {}): Promise<void> {
     if (this.readOnly) return;
     // Compressed streams may end mid-sector; QEMU reads whole sectors, so pad the file to 512.
     if (this.file.size % 512 !== 0) await this.file.truncate(Math.ceil(this.file.size / 512) * 512);
+    if (options.sync === false) return;
     if (this.modified) await this.file.sync();
     this.modified = false;
   }
 
-  async close(): Promise<void> {
+  /** Flushes (see {@link flush}: fsync unless `sync: false`) and closes the image and its backing chain. */
+  async close(options: { sync?: boolean } = {}): Promise<void> {
     try {
-      await this.flush();
+      await this.flush(options);
     } finally {
       await this.file.close();
       await this.dataFile?.close();
