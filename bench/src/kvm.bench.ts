@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createDisk, type MigrationResult, migrate, type QmpClient, Vm, type VmSpec } from '@nubes/kvm';
 import { buildGuest, GUEST_MARKER } from '../../packages/kvm/test/fixtures/guest.js';
 import { type BenchGroup, defineBenchmarks } from './harness.js';
@@ -14,7 +14,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A minimal line client: connect, read lines, write JSON. */
 async function rawConnect(path: string): Promise<{ socket: Socket; next: () => Promise<string> }> {
+  const deadline = Date.now() + 30_000;
   for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${path}`);
     const socket = await new Promise<Socket | undefined>((resolve) => {
       const s = connect(path);
       s.once('connect', () => resolve(s));
@@ -53,6 +55,8 @@ async function handLaunch(
   qmpPath: string,
 ): Promise<{ child: ChildProcess; qmp: Awaited<ReturnType<typeof rawConnect>> }> {
   rmSync(qmpPath, { force: true });
+  // The run directory exists only once the library has started the VM; the hand-rolled side makes its own.
+  mkdirSync(dirname(qmpPath), { recursive: true });
   const child = spawn(argv[0] as string, argv.slice(1), { stdio: 'ignore' });
   const qmp = await rawConnect(qmpPath);
   await qmp.next();
