@@ -9,6 +9,7 @@
 
 export type { ReconcileResult, VpcAgentOptions } from './agent/agent.js';
 export { parseTables, VpcAgent } from './agent/agent.js';
+export type { AgentLoop, AgentLoopOptions } from './agent/loop.js';
 export type {
   ActualHost,
   DesiredHost,

@@ -10,6 +10,7 @@ import type { Topology } from '../topology/spec.js';
 import { listNamespaceNames, readNamespaceState } from '../topology/state.js';
 import { hostNameSchema } from '../vpc/model.js';
 import type { Vpc } from '../vpc/vpc.js';
+import { type AgentLoop, type AgentLoopOptions, ReconcileLoop } from './loop.js';
 import {
   type ActualHost,
   type DesiredHost,
@@ -218,7 +219,7 @@ export class VpcAgent {
       topology.routes.push(...(part.routes ?? []));
     }
     topology.namespaces = [...new Set(topology.namespaces)];
-    await this.net.apply(topology);
+    await this.applyRepairing(topology, actual.links);
 
     await this.batch(
       'bridge',
@@ -284,6 +285,54 @@ export class VpcAgent {
     };
   }
 
+  /**
+   * Applies the topology, first repairing links an agent was killed between creating and configuring:
+   * part 1 creates veths, bridges and VXLAN devices bare and sets MTU, MAC and owner tag afterwards,
+   * and it refuses (`Conflict`) to adopt an existing link whose MTU or MAC differs. A wanted link in
+   * the host namespace without this agent's tag, of another kind or with the wrong MTU is such a
+   * half-made one and is deleted up front (a veth with its peer); a `Conflict` on a wanted link (a
+   * veth's peer only in a namespace the agent owns) is repaired the same way and the apply retried,
+   * at most once per link. Taps are left alone: QEMU may have made them.
+   */
+  private async applyRepairing(topology: Topology, links: ActualHost['links']): Promise<void> {
+    const where = this.namespace ? { namespace: this.namespace } : {};
+    const kernelKind = { veth: 'veth', bridge: 'bridge', vxlan: 'vxlan' } as Record<string, string>;
+    const repairable = (topology.links ?? []).filter((l) => kernelKind[l.kind] !== undefined);
+    const found = new Map(links.map((l) => [l.name, l]));
+    const halfMade = repairable
+      .filter((l) => {
+        const link = found.get(l.name);
+        return (
+          link !== undefined &&
+          (link.kind !== kernelKind[l.kind] ||
+            parseOwnerAlias(link.alias).owner !== this.owner ||
+            (l.mtu !== undefined && link.mtu !== l.mtu))
+        );
+      })
+      .map((l) => l.name);
+    for (const name of halfMade) await this.net.deleteLink({ name, ...where });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.net.apply(topology);
+        return;
+      } catch (error) {
+        const d = error instanceof NubesError && error.code === 'Conflict' ? error.details : undefined;
+        const owned = (ns: unknown) =>
+          typeof ns === 'string' && ns.startsWith(`${this.owner}-`) && ns !== this.namespace;
+        const link = repairable.find(
+          (l) =>
+            (d?.namespace === l.namespace && d?.name === l.name) ||
+            (l.kind === 'veth' &&
+              d?.namespace === l.peer.namespace &&
+              d?.name === l.peer.name &&
+              owned(d?.namespace)),
+        );
+        if (!link || attempt >= repairable.length) throw error;
+        await this.net.deleteLink({ name: link.name, ...where });
+      }
+    }
+  }
+
   /** Forwarding, stale addresses (disassociated floating IPs) and the NAT table of a router namespace. */
   private async reconcileRouter(router: DesiredHost['routers'][number]): Promise<void> {
     const ns = router.namespace;
@@ -311,6 +360,16 @@ export class VpcAgent {
         input: router.nat.text + drop.join(''),
       });
     }
+  }
+
+  /**
+   * Runs the agent as a loop: reconciles now, then whenever the desired state under the Vpc's prefix
+   * changes (`store.watch`, debounced, so a burst of changes costs one reconcile; a change made while
+   * a reconcile runs gets another one after it). A failed reconcile is reported to `onError` and
+   * retried; a failed watch is reopened. Resolves once the watch is in place.
+   */
+  watch(options: AgentLoopOptions = {}): Promise<AgentLoop> {
+    return ReconcileLoop.start(this.vpc.store, this.vpc.prefix, () => this.reconcile(), options);
   }
 
   /**

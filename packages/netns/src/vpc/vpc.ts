@@ -106,7 +106,8 @@ function randomMac(): string {
 export class Vpc {
   /** The Store the records live in. */
   readonly store: Store;
-  private readonly prefix: string;
+  /** Key prefix of every record; agents watch it for changes. */
+  readonly prefix: string;
   private readonly vniRange: [number, number];
 
   constructor(options: VpcOptions) {
