@@ -4,9 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...), and
-# Debian's cloud kernel, which the @nubes/kvm tests boot under QEMU with a busybox initramfs.
-APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux linux-image-cloud-amd64)
+# Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...).
+APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux)
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
@@ -26,6 +25,33 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 else
   echo "[setup] host packages present"
+fi
+
+# The @nubes/kvm test guest's kernel: Debian's cloud kernel, downloaded with `apt-get download` and
+# unpacked with `dpkg -x` into .cache/guest-kernel/ (git-ignored), never installed into the host's /boot.
+# Reused when the current version is already there; the apt lists are refreshed once if a step fails.
+guest_kernel_dir=.cache/guest-kernel
+kernel_pkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-cloud-amd64$/ { print $2; exit }'; }
+fetch_guest_kernel() {
+  local pkg tmp
+  pkg="$(kernel_pkg)"
+  [ -n "$pkg" ] || return 1
+  if [ -f "$guest_kernel_dir/boot/vmlinuz-${pkg#linux-image-}" ]; then echo "[setup] guest kernel present (${pkg#linux-image-})"; return 0; fi
+  echo "[setup] downloading the test guest's kernel ($pkg) into $guest_kernel_dir"
+  mkdir -p .cache
+  tmp="$(mktemp -d .cache/guest-kernel.XXXXXX)"
+  chmod 755 "$tmp" # so apt's _apt user can write the download there
+  if (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1) && dpkg -x "$tmp"/"$pkg"_*.deb "$tmp/root"; then
+    rm -rf "$guest_kernel_dir" && mv "$tmp/root" "$guest_kernel_dir" && rm -rf "$tmp"
+  else
+    rm -rf "$tmp"
+    return 1
+  fi
+}
+if ! fetch_guest_kernel; then
+  echo "[setup] refreshing apt lists to find the guest kernel"
+  "${SUDO[@]}" apt-get update -qq
+  fetch_guest_kernel
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"

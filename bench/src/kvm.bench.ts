@@ -142,7 +142,7 @@ export default defineBenchmarks({
     });
 
     // 3. Boot the test guest to its marker (TCG).
-    const guest = buildGuest();
+    const guest = await buildGuest();
     const bootVm = Vm.define(
       { name: 'bench-boot', accel: 'tcg', memoryMiB: 128, boot: { from: 'kernel', ...guest } },
       { runRoot },

@@ -1,10 +1,11 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNubesError } from '@nubes/core';
 import { Vm, type VmState, type VmTransition } from '@nubes/kvm';
 import { describeWith } from '@nubes/testing';
 import { afterAll, afterEach, expect, it } from 'vitest';
-import { scratchDir } from './helpers.js';
+import { scratchDir, sleep } from './helpers.js';
 
 // These need no guest: a `-machine none` QEMU has QMP, a pid and a run directory, which is all the
 // supervisor's state machine, crash detection and re-attach look at.
@@ -118,5 +119,87 @@ describeWith(['qemu-system'], 'VM supervisor lifecycle (-machine none)', () => {
     expect(twice).toMatchObject({ code: 'Conflict' });
     await expect(running.pause()).resolves.toBeUndefined();
     await expect(running.start()).rejects.toMatchObject({ code: 'Conflict' });
+  });
+});
+
+// Placement in a caller's cgroup: a cgroup v1 directory made here (unique `nbk-<pid>-` name), given as a
+// path and as a callback; QEMU's pid must be in its cgroup.procs, and the directory is removed afterwards.
+describeWith(['qemu-system', 'root', 'cgroup-v1'], 'VM placement in a cgroup (v1)', () => {
+  const scratch = scratchDir('cg');
+  const controller = ['/sys/fs/cgroup/pids', '/sys/fs/cgroup/cpu'].find((c) =>
+    existsSync(join(c, 'cgroup.procs')),
+  );
+  const groups: string[] = [];
+  const vms: Vm[] = [];
+  const group = (tag: string) => {
+    const dir = join(controller as string, `nbk-${process.pid}-${tag}-${Date.now().toString(36)}`);
+    mkdirSync(dir);
+    groups.push(dir);
+    return dir;
+  };
+  const procs = (dir: string) =>
+    readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  afterAll(async () => {
+    for (const vm of vms) if (vm.pid !== undefined) await vm.kill();
+    // A cgroup can only go once its last process has; an exited QEMU can take a moment to be reaped.
+    for (const dir of groups)
+      for (let i = 0; i < 50 && existsSync(dir); i++) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          await sleep(20);
+        }
+      }
+    scratch.remove();
+  });
+
+  it('writes QEMU’s pid to cgroup.procs of a directory, or hands it to a callback', async () => {
+    expect(controller).toBeDefined();
+    const byPath = group('path');
+    const vm = Vm.define(
+      { name: 'cg1', machine: 'none', accel: 'tcg', memoryMiB: 16, balloon: false, serial: false },
+      { runRoot: scratch.dir, cgroup: byPath },
+    );
+    vms.push(vm);
+    await vm.start();
+    expect(procs(byPath)).toContain(vm.pid);
+    const line = readFileSync(`/proc/${vm.pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => l.includes(byPath.slice(byPath.lastIndexOf('/'))));
+    expect(line).toBeDefined();
+
+    const byCallback = group('cb');
+    const placed: number[] = [];
+    const vm2 = Vm.define(
+      { name: 'cg2', machine: 'none', accel: 'tcg', memoryMiB: 16, balloon: false, serial: false },
+      {
+        runRoot: scratch.dir,
+        cgroup: async (pid) => {
+          placed.push(pid);
+          await writeFile(join(byCallback, 'cgroup.procs'), `${pid}\n`);
+        },
+      },
+    );
+    vms.push(vm2);
+    await vm2.start();
+    expect(placed).toEqual([vm2.pid]);
+    expect(procs(byCallback)).toEqual([vm2.pid]);
+
+    await vm.quit();
+    await vm2.kill();
+    expect(procs(byPath)).toEqual([]);
+    expect(procs(byCallback)).toEqual([]);
+  });
+
+  it('kills QEMU and fails start() when the cgroup cannot take it', async () => {
+    const vm = Vm.define(
+      { name: 'cg3', machine: 'none', accel: 'tcg', memoryMiB: 16, balloon: false, serial: false },
+      { runRoot: scratch.dir, cgroup: join(controller as string, `nbk-${process.pid}-missing`) },
+    );
+    vms.push(vm);
+    await expect(vm.start()).rejects.toThrow();
+    expect(vm.state).toBe('crashed');
+    expect(vm.pid).toBeUndefined();
+    expect(readdirSync(vm.paths.dir).filter((f) => f.endsWith('.sock'))).toEqual([]);
   });
 });

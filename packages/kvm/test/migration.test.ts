@@ -22,7 +22,7 @@ describeWith(['qemu-system', 'qemu-img', 'busybox'], 'live migration between loc
   let spec: VmSpec;
 
   beforeAll(async () => {
-    const guest = buildGuest();
+    const guest = await buildGuest();
     await createDisk(disk, { sizeBytes: 32 * MiB });
     spec = {
       name: 'src',
@@ -116,6 +116,79 @@ describeWith(['qemu-system', 'qemu-img', 'busybox'], 'live migration between loc
     const block = (await destination.qmp.queryBlock()).find((b) => b.qdev?.includes('disk0'));
     expect(block?.inserted?.file).toBe(copy);
     await expect.poll(() => lastTick(destination), { timeout: 10_000 }).toBeGreaterThan(before);
+  });
+
+  // The guest rewrites a 16 MiB file in a loop (busybox's own bytes, so not zero pages) faster than the
+  // capped bandwidth sends it: pre-copy alone would not converge under the downtime limit.
+  const dirtyMemory = (vm: Vm) =>
+    vm.console.write(
+      'while true; do cat /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox /bin/busybox > /tmp/dirty; done & w=$!\n',
+    );
+
+  it('auto-converge throttles the vCPUs of a guest that dirties memory, and the migration completes', async () => {
+    const source = vms.find((v) => v.name === 'dst2') as Vm;
+    const copy = join(scratch.dir, 'disk-copy.qcow2');
+    const destination = await start({
+      name: 'dst3',
+      incoming: true,
+      drives: [{ id: 'disk0', path: copy, format: 'qcow2' }],
+    });
+    dirtyMemory(source);
+    const before = await lastTick(source);
+    const throttles: number[] = [];
+    let stopped = false;
+    const result = await migrate(source, destination, {
+      autoConverge: true,
+      maxBandwidth: 32 * MiB,
+      onProgress: (p) => {
+        throttles.push(p.cpuThrottlePercentage);
+        // Once QEMU throttles, end the load so the test need not wait for the throttle to win alone.
+        if (p.cpuThrottlePercentage > 0 && !stopped) {
+          stopped = true;
+          source.console.write('kill $w; rm -f /tmp/dirty\n');
+        }
+      },
+    });
+    expect(Math.max(...throttles)).toBeGreaterThan(0);
+    expect(result.maxCpuThrottlePercentage).toBeGreaterThan(0);
+    expect(result.postcopy).toBe(false);
+    const caps = await destination.qmp.execute('query-migrate-capabilities');
+    expect(caps).toContainEqual({ capability: 'auto-converge', state: true });
+    expect(source.state).toBe('stopped');
+    expect(destination.state).toBe('running');
+    await expect.poll(() => lastTick(destination), { timeout: 10_000 }).toBeGreaterThan(before);
+  });
+
+  it('switches to post-copy after the first pass; the counter continues on the destination', async () => {
+    const source = vms.find((v) => v.name === 'dst3') as Vm;
+    const copy = join(scratch.dir, 'disk-copy.qcow2');
+    const destination = await start({
+      name: 'dst4',
+      incoming: true,
+      drives: [{ id: 'disk0', path: copy, format: 'qcow2' }],
+    });
+    dirtyMemory(source);
+    const before = await lastTick(source);
+    // The destination's own MIGRATION events show whether it really ran in post-copy mode (the switch can
+    // complete between two polls of the source).
+    const incoming: string[] = [];
+    const unsubscribe = destination.qmp.events.on('MIGRATION', (e) => incoming.push(String(e.data.status)));
+    // A 1 ms downtime limit under a bandwidth cap with the load running: pre-copy cannot finish on its own.
+    const result = await migrate(source, destination, {
+      postcopy: true,
+      maxBandwidth: 32 * MiB,
+      downtimeLimitMs: 1,
+    });
+    unsubscribe();
+    expect(result.postcopy).toBe(true);
+    expect(incoming).toContain('postcopy-active');
+    expect(incoming.at(-1)).toBe('completed');
+    expect(source.state).toBe('stopped');
+    expect(destination.state).toBe('running');
+    await expect.poll(() => lastTick(destination), { timeout: 10_000 }).toBeGreaterThan(before);
+    const from = destination.console.position;
+    destination.console.write('kill $w; rm -f /tmp/dirty; echo postcopied-$((40+2))\n');
+    await destination.console.waitFor(/postcopied-42/, { from, timeoutMs: 10_000 });
     expect(await destination.shutdown({ timeoutMs: 20_000 })).toBe('powerdown');
   });
 });

@@ -50,6 +50,8 @@ export interface MigrationProgress {
   diskCopiedBytes: number;
   /** Disk bytes to copy (storage `copy`). */
   diskTotalBytes: number;
+  /** How much auto-converge is slowing the guest's vCPUs down, percent (0 when it is not). */
+  cpuThrottlePercentage: number;
 }
 
 /** What a finished migration reports. */
@@ -66,6 +68,10 @@ export interface MigrationResult {
   diskBytes: number;
   /** Wall time including the disk mirror, ms, as seen from here. */
   elapsedMs: number;
+  /** Whether the migration switched to post-copy (`migrate-start-postcopy`) before it completed. */
+  postcopy: boolean;
+  /** The highest vCPU throttle auto-converge applied, percent (0 when it never had to). */
+  maxCpuThrottlePercentage: number;
 }
 
 const schema = z
@@ -189,6 +195,7 @@ export async function migrate(
           totalBytes: 0,
           diskCopiedBytes: diskBytes,
           diskTotalBytes: mine.reduce((sum, j) => sum + j['total-progress'], 0),
+          cpuThrottlePercentage: 0,
         });
         await Promise.race([allReady.catch(() => {}), sleep(opts.pollIntervalMs)]);
       }
@@ -200,9 +207,12 @@ export async function migrate(
     await dst.migrateIncoming(uri);
     await src.migrate({ uri });
     let postcopyStarted = false;
+    let maxThrottle = 0;
     for (;;) {
       const info = await src.queryMigrate();
       const ram = info.ram;
+      const throttle = info['cpu-throttle-percentage'] ?? 0;
+      maxThrottle = Math.max(maxThrottle, throttle);
       if (info.status)
         opts.onProgress?.({
           phase: info.status,
@@ -211,6 +221,7 @@ export async function migrate(
           totalBytes: ram?.total ?? 0,
           diskCopiedBytes: diskBytes,
           diskTotalBytes: diskBytes,
+          cpuThrottlePercentage: throttle,
         });
       if (info.status === 'completed') {
         await cleanupStorage(true);
@@ -221,6 +232,8 @@ export async function migrate(
           transferredBytes: ram?.transferred ?? 0,
           diskBytes,
           elapsedMs: performance.now() - started,
+          postcopy: postcopyStarted,
+          maxCpuThrottlePercentage: maxThrottle,
         };
         await destination.waitForState('running', 30_000);
         source.expectExit();

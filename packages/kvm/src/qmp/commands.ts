@@ -151,6 +151,8 @@ export interface MigrationInfo {
   'expected-downtime'?: number;
   downtime?: number;
   'setup-time'?: number;
+  /** The vCPU throttle auto-converge applies now, percent (present once it throttles). */
+  'cpu-throttle-percentage'?: number;
   'error-desc'?: string;
   [key: string]: unknown;
 }
