@@ -16,7 +16,12 @@ export default defineConfig({
     ],
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'testing/test/**/*.test.ts', 'examples/test/**/*.test.ts'],
+    include: [
+      'packages/*/test/**/*.test.ts',
+      'testing/test/**/*.test.ts',
+      'examples/test/**/*.test.ts',
+      'examples/*/test/**/*.test.ts',
+    ],
     globalSetup: ['./testing/src/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Host tools the packages drive and the tests need (QEMU, iproute2/tc, nftables, PostgreSQL...).
-APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux)
+APT_PACKAGES=(postgresql qemu-system-x86 qemu-utils iproute2 nftables busybox-static cpio socat iperf3 iputils-ping util-linux python3-openstackclient)
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
