@@ -197,6 +197,9 @@ describeWith(['qemu-system', 'qemu-img', 'busybox'], 'live migration between loc
     expect(destination.state).toBe('running');
     await unload(destination);
     await expect.poll(() => lastTick(destination), { timeout: 30_000 }).toBeGreaterThan(before);
-    expect(await destination.shutdown({ timeoutMs: 20_000 })).toBe('powerdown');
+    // The destination must stop cleanly; whether ACPI wins within the wait depends on the machine's load under
+    // TCG (graceful power-down itself is asserted in vm.test.ts), so quit is an acceptable way down here.
+    expect(['powerdown', 'quit']).toContain(await destination.shutdown({ timeoutMs: 60_000 }));
+    expect(destination.state).toBe('stopped');
   }, 150_000);
 });
