@@ -171,14 +171,24 @@ describeWith(['root', 'cgroup-v1'], 'cgroups on this machine (v1)', () => {
     const child = await cg.spawn(name, ['sh', '-c', 'while :; do :; done']);
     await sleep(300);
     expect(await cg.processes(name)).toContain(child.pid);
-    const before = await cg.stats(name);
-    const started = performance.now();
-    await sleep(1500);
-    const after = await cg.stats(name);
-    const share = (after.cpu.usageUsec - before.cpu.usageUsec) / ((performance.now() - started) * 1000);
+    // The quota caps the share; other load on a busy CI machine can only lower it, so a low window is measured
+    // again (up to three times, best kept) while the upper bound stays strict.
+    let share = 0;
+    let throttled = 0;
+    for (let window = 0; window < 3 && share <= 0.15; window++) {
+      const before = await cg.stats(name);
+      const started = performance.now();
+      await sleep(1500);
+      const after = await cg.stats(name);
+      share = Math.max(
+        share,
+        (after.cpu.usageUsec - before.cpu.usageUsec) / ((performance.now() - started) * 1000),
+      );
+      throttled = after.cpu.throttledPeriods;
+    }
     expect(share).toBeGreaterThan(0.15);
     expect(share).toBeLessThan(0.25);
-    expect(after.cpu.throttledPeriods).toBeGreaterThan(0);
+    expect(throttled).toBeGreaterThan(0);
     await cg.delete(name);
     expect(await cg.exists(name)).toBe(false);
   });
