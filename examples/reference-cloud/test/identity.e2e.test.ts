@@ -1,32 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { type CommandResult, runCommand, SqliteStore } from '@nubes/core';
-import { describeWith, strictCapabilities, which } from '@nubes/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdentityApi } from '../src/api/server.js';
-
-// `openstack` is not one of @nubes/testing's capabilities, so check it here the way describeWith does:
-// skip with the reason when it is missing, fail under CI=true.
-const missing = which('openstack')
-  ? undefined
-  : 'the openstack CLI is not installed (apt-get install python3-openstackclient)';
-const suite = (name: string, body: () => void): void => {
-  if (!missing) {
-    describeWith([], name, body);
-    return;
-  }
-  if (strictCapabilities()) {
-    describe(name, () => {
-      it('has the openstack CLI', () => {
-        throw new Error(`CI=true and this suite cannot run: ${missing}`);
-      });
-    });
-    return;
-  }
-  console.warn(`[nubes] skipping "${name}": ${missing}`);
-  describe.skip(`${name} (skipped: ${missing})`, body);
-};
+import { runCommand } from '@nubes/core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ADMIN, describeCloud, startTestCloud, type TestCloud } from './helpers/cloud.js';
 
 /** What `openstack token issue -f json` prints. */
 interface TokenRow {
@@ -36,55 +10,27 @@ interface TokenRow {
   expires: string;
 }
 
-const ADMIN = { user: 'admin', password: 'admin-secret-1', project: 'admin' };
-
-suite('reference cloud identity API, driven by the real openstack CLI', () => {
-  let dir: string;
-  let store: SqliteStore;
-  let api: IdentityApi;
+describeCloud('reference cloud identity API, driven by the real openstack CLI', () => {
+  let t: TestCloud;
   let authUrl: string;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'nubes-refcloud-'));
-    store = new SqliteStore({ path: join(dir, 'cloud.db'), durability: 'normal' });
-    api = await IdentityApi.open({ store, admin: ADMIN });
-    authUrl = `http://127.0.0.1:${await api.listen(0)}/v3`;
-  });
-
-  afterAll(async () => {
-    await api?.close();
-    await store?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  /** Runs `openstack <args> -f json` as `who`; a failure resolves too, so tests can read the refusal. */
-  const openstack = (
-    who: { user: string; password: string; project: string },
-    args: string[],
-    json = true,
-  ): Promise<CommandResult> =>
-    runCommand('openstack', [...args, ...(json ? ['-f', 'json'] : [])], {
-      env: {
-        OS_AUTH_URL: authUrl,
-        OS_USERNAME: who.user,
-        OS_PASSWORD: who.password,
-        OS_PROJECT_NAME: who.project,
-        OS_USER_DOMAIN_NAME: 'Default',
-        OS_PROJECT_DOMAIN_NAME: 'Default',
-        OS_IDENTITY_API_VERSION: '3',
-        OS_AUTH_TYPE: 'password',
-      },
-      okExitCodes: [0, 1],
-      timeoutMs: 30_000,
-    });
-  const ok = (r: CommandResult): unknown => {
+  const openstack = (...args: Parameters<TestCloud['openstack']>) => t.openstack(...args);
+  const ok = (r: { exitCode: number; stderr: string; stdout: string }): unknown => {
     expect(r.exitCode, r.stderr).toBe(0);
     return JSON.parse(r.stdout);
   };
 
+  beforeAll(async () => {
+    t = await startTestCloud();
+    authUrl = t.authUrl;
+  });
+
+  afterAll(async () => {
+    await t?.close();
+  });
+
   it('serves Keystone v3 to openstackclient: tokens, projects, users, roles, assignments and policy', async () => {
     const token = ok(await openstack(ADMIN, ['token', 'issue'])) as TokenRow;
-    expect(token.project_id).toBe(api.adminProjectId);
+    expect(token.project_id).toBe(t.cloud.adminProjectId);
     expect(token.id.split('.')).toHaveLength(3);
 
     // Keystone puts the catalog in the token response, not in the token.
@@ -103,7 +49,7 @@ suite('reference cloud identity API, driven by the real openstack CLI', () => {
     });
     expect(login.status).toBe(201);
     const body = (await login.json()) as { token: { catalog: { type: string }[] } };
-    expect(body.token.catalog.map((s) => s.type)).toContain('identity');
+    expect(body.token.catalog.map((s) => s.type).sort()).toEqual(['compute', 'identity', 'image', 'network']);
 
     const web = ok(
       await openstack(ADMIN, ['project', 'create', '--description', 'the web tier', 'web']),
