@@ -1,15 +1,15 @@
 /**
  * Starts the reference cloud's API on 127.0.0.1.
  *
- * Environment: `NUBES_API_PORT` (default: a free port), `NUBES_STATE` (SQLite file, default
- * `./reference-cloud.db`), `NUBES_DATA` (images and disks, default `./reference-cloud-data`),
+ * Environment: `NUBES_API_PORT` (default: a free port), `NUBES_STORE` (`openStore` URL: `postgres://…` when
+ * agents run as their own processes, default `sqlite:./reference-cloud.db`), `NUBES_DATA` (images and disks, default `./reference-cloud-data`),
  * `OS_USERNAME` / `OS_PASSWORD` / `OS_PROJECT_NAME` for the bootstrapped admin (defaults `admin` / `admin` /
  * `admin`, as devstack's), so the same variables then drive the `openstack` CLI.
  */
-import { SqliteStore } from '@nubes/core';
+import { openStore } from '@nubes/core';
 import { ReferenceCloud } from './cloud.js';
 
-const store = new SqliteStore({ path: process.env.NUBES_STATE ?? 'reference-cloud.db' });
+const store = openStore(process.env.NUBES_STORE ?? 'sqlite:reference-cloud.db');
 const cloud = await ReferenceCloud.open({
   store,
   dataDir: process.env.NUBES_DATA ?? 'reference-cloud-data',

@@ -44,8 +44,10 @@ export type ServerTask =
 /** Nova's power states: 0 NOSTATE, 1 RUNNING, 4 SHUTDOWN. */
 export type PowerState = 0 | 1 | 4;
 
+// Type aliases rather than interfaces: the Store takes JSON values, and only aliases are assignable to them.
+
 /** One network attachment of a server: a Neutron port bound to the server's host as a tap device. */
-export interface ServerPort {
+export type ServerPort = {
   portId: string;
   networkId: string;
   mac: string;
@@ -55,10 +57,10 @@ export interface ServerPort {
   gateway?: string;
   /** The tap device's name on the host. */
   tap: string;
-}
+};
 
 /** A server as stored under {@link serverKey}. */
-export interface ServerRecord {
+export type ServerRecord = {
   id: string;
   name: string;
   projectId: string;
@@ -86,4 +88,4 @@ export interface ServerRecord {
   created: string;
   updated: string;
   launchedAt?: string;
-}
+};

@@ -5,17 +5,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type CommandResult, runCommand, SqliteStore } from '@nubes/core';
+import { type CommandResult, SqliteStore } from '@nubes/core';
 import { describeWith, strictCapabilities, which } from '@nubes/testing';
 import { describe, expect, it } from 'vitest';
+import { type Credentials, OpenstackCli } from '../../src/cli.js';
 import { ReferenceCloud } from '../../src/cloud.js';
 
 /** A user the CLI logs in as. */
-export interface Who {
-  user: string;
-  password: string;
-  project: string;
-}
+export type Who = Credentials;
 
 /** The admin every test cloud bootstraps. */
 export const ADMIN: Who = { user: 'admin', password: 'admin-secret-1', project: 'admin' };
@@ -79,22 +76,9 @@ export async function startTestCloud(): Promise<TestCloud> {
   });
   const base = `http://127.0.0.1:${await cloud.listen(0)}`;
   const authUrl = `${base}/v3`;
+  const cli = new OpenstackCli(authUrl);
   const openstack = (who: Who, args: string[], json = true): Promise<CommandResult> =>
-    runCommand('openstack', [...args, ...(json ? ['-f', 'json'] : [])], {
-      env: {
-        OS_AUTH_URL: authUrl,
-        OS_USERNAME: who.user,
-        OS_PASSWORD: who.password,
-        OS_PROJECT_NAME: who.project,
-        OS_USER_DOMAIN_NAME: 'Default',
-        OS_PROJECT_DOMAIN_NAME: 'Default',
-        OS_IDENTITY_API_VERSION: '3',
-        OS_AUTH_TYPE: 'password',
-        OS_REGION_NAME: 'RegionOne',
-      },
-      okExitCodes: [0, 1, 2],
-      timeoutMs: 60_000,
-    });
+    cli.run(who, args, json);
   return {
     cloud,
     store,
