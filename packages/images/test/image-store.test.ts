@@ -205,6 +205,14 @@ function suite(backend: Backend): void {
     expect(mismatch).toMatchObject({ code: 'InvalidInput', details: { declared: 'raw', detected: 'qcow2' } });
     expect((await images.get(claimedRaw.id)).status).toBe('killed');
 
+    // A kernel image (aki) is plain bytes: raw data is what it must be, and a qcow2 is refused as for raw.
+    const kernel = await images.create({ owner: 'p1', diskFormat: 'aki', containerFormat: 'aki' });
+    expect((await images.upload(kernel.id, Readable.from([Buffer.alloc(4096, 7)]))).status).toBe('active');
+    const fakeKernel = await images.create({ owner: 'p1', diskFormat: 'aki', containerFormat: 'aki' });
+    const notRaw = await failure(() => images.upload(fakeKernel.id, Readable.from([data])));
+    expect(notRaw).toMatchObject({ code: 'InvalidInput', details: { declared: 'aki', detected: 'qcow2' } });
+    await images.delete(kernel.id);
+
     const big = await images.create({ owner: 'p1', diskFormat: 'raw' });
     const tooLarge = await failure(() =>
       images.upload(big.id, Readable.from([Buffer.alloc(MIB), Buffer.alloc(MIB)]), { maxBytes: MIB + 1 }),

@@ -22,6 +22,7 @@ import {
   createImageRecordSchema,
   type ImagePage,
   type ImageRecord,
+  inspectedFormatOf,
   type ListImagesOptions,
   listImagesSchema,
   type MemberRecord,
@@ -507,7 +508,7 @@ export class ImageStore {
     try {
       const record = await this.get(id);
       const found = await inspectImage(staged.path, this.o.inspect ?? {});
-      if (found.format !== record.diskFormat)
+      if (found.format !== inspectedFormatOf(record.diskFormat))
         throw new NubesError(
           'InvalidInput',
           `image ${id}: declared ${record.diskFormat} but the data is ${found.format}`,
@@ -778,7 +779,8 @@ export class ImageStore {
         throw new NubesError('Conflict', `image ${id} is ${record.status}: it cannot back a disk`, {
           details: { imageId: id, status: record.status },
         });
-      if (record.diskFormat !== 'qcow2' && record.diskFormat !== 'raw')
+      const backingFormat = inspectedFormatOf(record.diskFormat);
+      if (backingFormat !== 'qcow2' && backingFormat !== 'raw')
         throw new NubesError(
           'Unsupported',
           `image ${id}: ${record.diskFormat} images cannot back a qcow2 overlay`,
@@ -800,7 +802,7 @@ export class ImageStore {
         imageId: id,
         path,
         backingFile: this.blobs.blobPath(record.digest),
-        backingFormat: record.diskFormat,
+        backingFormat,
         virtualSize: size,
         createdAt: this.now(),
       };

@@ -3,11 +3,19 @@ import { z } from 'zod';
 import { IMAGE_STATUSES, type ImageStatus } from './status.js';
 
 /** Disk formats Glance accepts; the inspector checks that an upload really is the one declared. */
-export const DISK_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhd', 'vhdx', 'iso'] as const;
+export const DISK_FORMATS = ['qcow2', 'raw', 'vmdk', 'vhd', 'vhdx', 'iso', 'aki', 'ari', 'ami'] as const;
 /** A disk format. */
 export type DiskFormat = (typeof DISK_FORMATS)[number];
+
+/**
+ * The format the inspector must find for a declared disk format: Amazon-style kernel (`aki`), ramdisk (`ari`)
+ * and machine (`ami`) images are plain bytes, as Glance's format inspector treats them, so they are `raw`.
+ */
+export function inspectedFormatOf(diskFormat: DiskFormat): Exclude<DiskFormat, 'aki' | 'ari' | 'ami'> {
+  return diskFormat === 'aki' || diskFormat === 'ari' || diskFormat === 'ami' ? 'raw' : diskFormat;
+}
 /** Container formats Glance accepts (metadata only: nothing here unpacks an OVF or a docker tarball). */
-export const CONTAINER_FORMATS = ['bare', 'ovf', 'docker'] as const;
+export const CONTAINER_FORMATS = ['bare', 'ovf', 'docker', 'aki', 'ari', 'ami'] as const;
 /** A container format. */
 export type ContainerFormat = (typeof CONTAINER_FORMATS)[number];
 /** Who may see an image, as in Glance v2. */
