@@ -78,7 +78,13 @@ export type {
   UpdateImageRecordInput,
   Visibility,
 } from './store/records.js';
-export { CONTAINER_FORMATS, DISK_FORMATS, inspectedFormatOf, selectImages, VISIBILITIES } from './store/records.js';
+export {
+  CONTAINER_FORMATS,
+  DISK_FORMATS,
+  inspectedFormatOf,
+  selectImages,
+  VISIBILITIES,
+} from './store/records.js';
 export type { ImageStatus } from './store/status.js';
 export { assertTransition, canTransition, IMAGE_STATUSES, IMAGE_TRANSITIONS } from './store/status.js';
 export type { DiskImage, Extent, ExtentKind, ImageFormat, ProgressEvent, ProgressListener } from './types.js';
