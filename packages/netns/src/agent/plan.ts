@@ -270,7 +270,8 @@ export function planHost(snap: VpcSnapshot, ctx: HostContext): DesiredHost {
   const neighbors: DesiredHost['neighbors'] = [];
   for (const port of snap.ports) {
     const vni = localVnis.get(port.networkId);
-    const dst = hostIp.get(port.host);
+    // An unbound port is on no host yet: there is no tunnel to program for it.
+    const dst = port.host === undefined ? undefined : hostIp.get(port.host);
     if (vni === undefined || port.host === ctx.host || dst === undefined) continue;
     fdb.push({ vxlan: names.vxlan(vni), mac: port.mac, dst });
     for (const f of port.fixedIps) neighbors.push({ bridge: names.bridge(vni), ip: f.ip, mac: port.mac });

@@ -37,6 +37,8 @@ export const networkInputSchema = z
     name: nameSchema,
     /** A provider network: routers put their gateway on it and floating IPs come from it. Any tenant may attach. */
     external: z.boolean().default(false),
+    /** Neutron's `shared`: ports of any tenant may plug into it (subnets stay the owner's). */
+    shared: z.boolean().default(false),
     /** MTU of every port on the network; 1450 leaves room for VXLAN's 50 bytes on a 1500 underlay. */
     mtu: z.number().int().min(576).max(9000).default(1450),
     /** Ask for this VNI instead of the next free one of the pool. */
@@ -86,9 +88,12 @@ export const portInputSchema = z
     tenant: tenantSchema,
     networkId: idSchema,
     name: nameSchema,
-    /** The host whose agent wires the port. */
-    host: hostNameSchema,
-    device: portDeviceSchema,
+    /**
+     * The host whose agent wires the port. Leave out `host` and `device` for an unbound port (Neutron's port
+     * made before Nova binds it): it holds its addresses and MAC, and no agent wires it until {@link Vpc.bindPort}.
+     */
+    host: hostNameSchema.optional(),
+    device: portDeviceSchema.optional(),
     /** Addresses to take; default one free address of the network's first subnet. */
     fixedIps: z
       .array(z.object({ subnetId: idSchema, ip: ipv4Schema.optional() }).strict())
@@ -99,6 +104,51 @@ export const portInputSchema = z
     /** Filtering and anti-spoofing on; off only for ports that must forward others' traffic. */
     portSecurity: z.boolean().default(true),
   })
+  .strict()
+  .superRefine((p, ctx) => {
+    // A device names a link on one host: it means nothing without the host.
+    if ((p.host === undefined) !== (p.device === undefined))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['device'],
+        message: 'give host and device together, or neither',
+      });
+  });
+
+/** Input of {@link Vpc.bindPort}: the host whose agent wires the port and the device it plugs into. */
+export const portBindingSchema = z.object({ host: hostNameSchema, device: portDeviceSchema }).strict();
+
+/** Input of {@link Vpc.updatePort}; absent fields stay as they are. */
+export const portUpdateSchema = z
+  .object({
+    name: z.string().max(255, 'must be at most 255 characters').optional(),
+    securityGroups: z.array(idSchema).optional(),
+    portSecurity: z.boolean().optional(),
+  })
+  .strict();
+
+/** Input of {@link Vpc.updateSubnet}; absent fields stay as they are. */
+export const subnetUpdateSchema = z
+  .object({
+    name: z.string().max(255, 'must be at most 255 characters').optional(),
+    dnsNameservers: z.array(ipv4Schema).max(5).optional(),
+    hostRoutes: z
+      .array(z.object({ destination: ipv4NetworkSchema, nexthop: ipv4Schema }).strict())
+      .optional(),
+  })
+  .strict();
+
+/** Input of {@link Vpc.updateRouter}; absent fields stay as they are. */
+export const routerUpdateSchema = z
+  .object({
+    name: z.string().max(255, 'must be at most 255 characters').optional(),
+    snat: z.boolean().optional(),
+  })
+  .strict();
+
+/** Input of {@link Vpc.updateNetwork} and {@link Vpc.updateSecurityGroup}: a new name. */
+export const renameSchema = z
+  .object({ name: z.string().max(255, 'must be at most 255 characters') })
   .strict();
 
 /** Input of {@link Vpc.createRouter}. */
@@ -183,6 +233,8 @@ export interface NetworkRecord {
   tenant: string;
   name: string;
   external: boolean;
+  /** Absent in records written before `shared` existed: not shared. */
+  shared?: boolean;
   mtu: number;
   /** The VXLAN network identifier, unique in the Store. */
   vni: number;
@@ -213,7 +265,8 @@ export interface PortRecord {
   tenant: string;
   networkId: string;
   name: string;
-  host: string;
+  /** Unset while the port is unbound: no agent wires it. */
+  host?: string;
   mac: string;
   fixedIps: { subnetId: string; ip: string }[];
   /** Undefined for router ports: the agent names their devices inside the router's namespace. */
@@ -299,3 +352,11 @@ export type SecurityGroupInput = z.input<typeof securityGroupInputSchema>;
 export type RuleInput = z.input<typeof ruleInputSchema>;
 /** Input of {@link Vpc.registerHost}. */
 export type HostInput = z.input<typeof hostInputSchema>;
+/** Input of {@link Vpc.bindPort}. */
+export type PortBinding = z.input<typeof portBindingSchema>;
+/** Input of {@link Vpc.updatePort}. */
+export type PortUpdate = z.input<typeof portUpdateSchema>;
+/** Input of {@link Vpc.updateSubnet}. */
+export type SubnetUpdate = z.input<typeof subnetUpdateSchema>;
+/** Input of {@link Vpc.updateRouter}. */
+export type RouterUpdate = z.input<typeof routerUpdateSchema>;

@@ -29,22 +29,31 @@ import {
   type NetworkInput,
   type NetworkRecord,
   networkInputSchema,
+  type PortBinding,
   type PortInput,
   type PortOwner,
   type PortRecord,
+  type PortUpdate,
+  portBindingSchema,
   portInputSchema,
+  portUpdateSchema,
   type RouterInput,
   type RouterRecord,
+  type RouterUpdate,
   type RuleInput,
+  renameSchema,
   routerInputSchema,
+  routerUpdateSchema,
   ruleInputSchema,
   type SecurityGroupInput,
   type SecurityGroupRecord,
   type SecurityGroupRule,
   type SubnetInput,
   type SubnetRecord,
+  type SubnetUpdate,
   securityGroupInputSchema,
   subnetInputSchema,
+  subnetUpdateSchema,
   type VpcSnapshot,
 } from './model.js';
 
@@ -167,6 +176,8 @@ export class Vpc {
         tenant: n.tenant,
         name: n.name,
         external: n.external,
+        // Written only when set, so records of unshared networks look as they always did.
+        ...(n.shared ? { shared: true } : {}),
         mtu: n.mtu,
         vni,
       };
@@ -307,8 +318,8 @@ export class Vpc {
       tenant: string;
       network: NetworkRecord;
       name: string;
-      host: string;
-      device?: PortRecord['device'];
+      host?: string | undefined;
+      device?: PortRecord['device'] | undefined;
       fixedIps?: { subnetId: string; ip?: string | undefined }[];
       mac?: string | undefined;
       securityGroups: string[];
@@ -318,13 +329,7 @@ export class Vpc {
     field: string,
   ): Promise<PortRecord> {
     const id = newHexId();
-    if (p.device) {
-      const where = p.device.kind === 'veth' ? [p.device.namespace, p.device.name] : ['', p.device.name];
-      const key = this.key('devices', p.host, ...where);
-      if (await tx.get(key))
-        throw conflict(`${field}.device`, `another port already uses this device on host ${p.host}`);
-      tx.put(key, { portId: id });
-    }
+    if (p.device && p.host !== undefined) await this.claimDevice(tx, id, p.host, p.device, `${field}.device`);
     const subnets = await this.subnetsOf(tx, p.network.id);
     const wanted = p.fixedIps ?? (subnets[0] ? [{ subnetId: subnets[0].id }] : []);
     if (wanted.length === 0)
@@ -357,7 +362,7 @@ export class Vpc {
       tenant: p.tenant,
       networkId: p.network.id,
       name: p.name,
-      host: p.host,
+      ...(p.host !== undefined ? { host: p.host } : {}),
       mac,
       fixedIps,
       ...(p.device ? { device: p.device } : {}),
@@ -369,14 +374,34 @@ export class Vpc {
     return record;
   }
 
+  private deviceKey(host: string, device: NonNullable<PortRecord['device']>): string {
+    const where = device.kind === 'veth' ? [device.namespace, device.name] : ['', device.name];
+    return this.key('devices', host, ...where);
+  }
+
+  /** Takes a device name on a host for a port inside `tx`; `Conflict` when another port holds it. */
+  private async claimDevice(
+    tx: Transaction,
+    portId: string,
+    host: string,
+    device: NonNullable<PortRecord['device']>,
+    field: string,
+  ): Promise<void> {
+    const key = this.deviceKey(host, device);
+    const holder = await tx.get<{ portId: string }>(key);
+    if (holder && holder.value.portId !== portId)
+      throw conflict(field, `another port already uses this device on host ${host}`);
+    tx.put(key, { portId });
+  }
+
+  private releaseDevice(tx: Transaction, port: PortRecord): void {
+    if (port.device && port.host !== undefined) tx.delete(this.deviceKey(port.host, port.device));
+  }
+
   private async removePort(tx: Transaction, port: PortRecord): Promise<void> {
     for (const f of port.fixedIps) tx.delete(this.key('ips', f.subnetId, f.ip));
     tx.delete(this.key('macs', port.mac));
-    if (port.device) {
-      const where =
-        port.device.kind === 'veth' ? [port.device.namespace, port.device.name] : ['', port.device.name];
-      tx.delete(this.key('devices', port.host, ...where));
-    }
+    this.releaseDevice(tx, port);
     tx.delete(this.key('ports', port.id));
   }
 
@@ -390,14 +415,15 @@ export class Vpc {
 
   /**
    * Creates an instance port: allocates its addresses (the first free one of the network's first subnet
-   * by default) and MAC, and names the device it plugs into. A network of another tenant is refused
-   * (`InvalidInput` on `port.networkId`) unless it is external.
+   * by default) and MAC, and names the device it plugs into (or, without `host` and `device`, leaves it
+   * unbound until {@link bindPort}). A network of another tenant is refused (`InvalidInput` on
+   * `port.networkId`) unless it is external or shared.
    */
   async createPort(input: PortInput): Promise<PortRecord> {
     const p = parseInput(portInputSchema, input, 'port');
     return this.store.transaction(async (tx) => {
       const network = await this.read<NetworkRecord>(tx, 'networks', p.networkId, 'port.networkId');
-      if (network.tenant !== p.tenant && !network.external)
+      if (network.tenant !== p.tenant && !network.external && !network.shared)
         throw invalidInput('port.networkId', `network belongs to another tenant than ${p.tenant}`);
       await this.checkGroups(tx, p.tenant, p.securityGroups, 'port.securityGroups');
       return this.addPort(tx, { ...p, network, owner: { kind: 'instance' } }, 'port');
@@ -415,6 +441,120 @@ export class Vpc {
         if (f.portId === portId) this.write(tx, 'floatingips', f.id, this.detached(f));
       }
       await this.removePort(tx, port);
+    });
+  }
+
+  /**
+   * Binds an instance port to a host and a device (Nova plugging a server in), or moves its binding to
+   * another host (live migration): the agent of the old host unwires it, the new host's agent wires it. The
+   * device name is claimed on the new host (`Conflict` on `binding.device` when another port holds it) and
+   * given back on the old one in the same transaction.
+   */
+  async bindPort(id: string, binding: PortBinding): Promise<PortRecord> {
+    const portId = parseInput(idSchema, id, 'id');
+    const b = parseInput(portBindingSchema, binding, 'binding');
+    return this.store.transaction(async (tx) => {
+      const port = await this.read<PortRecord>(tx, 'ports', portId, 'id');
+      if (port.owner.kind !== 'instance') throw conflict('id', 'is a router port: its router places it');
+      this.releaseDevice(tx, port);
+      await this.claimDevice(tx, portId, b.host, b.device, 'binding.device');
+      const updated: PortRecord = { ...port, host: b.host, device: b.device };
+      this.write(tx, 'ports', portId, updated);
+      return updated;
+    });
+  }
+
+  /** Unbinds an instance port (Nova letting go of a port the user made): it keeps its addresses and MAC. */
+  async unbindPort(id: string): Promise<PortRecord> {
+    const portId = parseInput(idSchema, id, 'id');
+    return this.store.transaction(async (tx) => {
+      const port = await this.read<PortRecord>(tx, 'ports', portId, 'id');
+      if (port.owner.kind !== 'instance') throw conflict('id', 'is a router port: its router places it');
+      this.releaseDevice(tx, port);
+      const { host: _host, device: _device, ...rest } = port;
+      this.write(tx, 'ports', portId, rest);
+      return rest;
+    });
+  }
+
+  /**
+   * Changes a port's name, security groups or port security. Groups must be the port's tenant's; port
+   * security cannot be turned off while the port has groups (`InvalidInput` on `update.portSecurity`), as
+   * Neutron refuses it: the filter would silently stop applying them.
+   */
+  async updatePort(id: string, update: PortUpdate): Promise<PortRecord> {
+    const portId = parseInput(idSchema, id, 'id');
+    const u = parseInput(portUpdateSchema, update, 'update');
+    return this.store.transaction(async (tx) => {
+      const port = await this.read<PortRecord>(tx, 'ports', portId, 'id');
+      if (u.securityGroups)
+        await this.checkGroups(tx, port.tenant, u.securityGroups, 'update.securityGroups');
+      const updated: PortRecord = {
+        ...port,
+        ...(u.name !== undefined ? { name: u.name } : {}),
+        ...(u.securityGroups !== undefined ? { securityGroups: u.securityGroups } : {}),
+        ...(u.portSecurity !== undefined ? { portSecurity: u.portSecurity } : {}),
+      };
+      if (!updated.portSecurity && updated.securityGroups.length)
+        throw invalidInput('update.portSecurity', 'cannot be off while the port has security groups');
+      this.write(tx, 'ports', portId, updated);
+      return updated;
+    });
+  }
+
+  /** Renames a network. */
+  async updateNetwork(id: string, update: { name: string }): Promise<NetworkRecord> {
+    const networkId = parseInput(idSchema, id, 'id');
+    const u = parseInput(renameSchema, update, 'update');
+    return this.store.transaction(async (tx) => {
+      const updated = { ...(await this.read<NetworkRecord>(tx, 'networks', networkId, 'id')), name: u.name };
+      this.write(tx, 'networks', networkId, updated);
+      return updated;
+    });
+  }
+
+  /** Changes a subnet's name, DNS servers or host routes (its CIDR, gateway and pools stay). */
+  async updateSubnet(id: string, update: SubnetUpdate): Promise<SubnetRecord> {
+    const subnetId = parseInput(idSchema, id, 'id');
+    const u = parseInput(subnetUpdateSchema, update, 'update');
+    return this.store.transaction(async (tx) => {
+      const subnet = await this.read<SubnetRecord>(tx, 'subnets', subnetId, 'id');
+      const updated: SubnetRecord = {
+        ...subnet,
+        ...(u.name !== undefined ? { name: u.name } : {}),
+        ...(u.dnsNameservers !== undefined ? { dnsNameservers: u.dnsNameservers } : {}),
+        ...(u.hostRoutes !== undefined ? { hostRoutes: u.hostRoutes } : {}),
+      };
+      this.write(tx, 'subnets', subnetId, updated);
+      return updated;
+    });
+  }
+
+  /** Changes a router's name or whether it SNATs outbound traffic through its gateway. */
+  async updateRouter(id: string, update: RouterUpdate): Promise<RouterRecord> {
+    const routerId = parseInput(idSchema, id, 'id');
+    const u = parseInput(routerUpdateSchema, update, 'update');
+    return this.store.transaction(async (tx) => {
+      const router = await this.read<RouterRecord>(tx, 'routers', routerId, 'id');
+      const updated: RouterRecord = {
+        ...router,
+        ...(u.name !== undefined ? { name: u.name } : {}),
+        ...(u.snat !== undefined ? { snat: u.snat } : {}),
+      };
+      this.write(tx, 'routers', routerId, updated);
+      return updated;
+    });
+  }
+
+  /** Renames a security group. */
+  async updateSecurityGroup(id: string, update: { name: string }): Promise<SecurityGroupRecord> {
+    const groupId = parseInput(idSchema, id, 'id');
+    const u = parseInput(renameSchema, update, 'update');
+    return this.store.transaction(async (tx) => {
+      const group = await this.read<SecurityGroupRecord>(tx, 'secgroups', groupId, 'id');
+      const updated = { ...group, name: u.name };
+      this.write(tx, 'secgroups', groupId, updated);
+      return updated;
     });
   }
 
@@ -732,6 +872,56 @@ export class Vpc {
   /** One router, or `NotFound`. */
   getRouter(id: string): Promise<RouterRecord> {
     return this.read(this.store, 'routers', parseInput(idSchema, id, 'id'), 'id');
+  }
+
+  /** One subnet, or `NotFound`. */
+  getSubnet(id: string): Promise<SubnetRecord> {
+    return this.read(this.store, 'subnets', parseInput(idSchema, id, 'id'), 'id');
+  }
+
+  /** One floating IP, or `NotFound`. */
+  getFloatingIp(id: string): Promise<FloatingIpRecord> {
+    return this.read(this.store, 'floatingips', parseInput(idSchema, id, 'id'), 'id');
+  }
+
+  /** One security group, or `NotFound`. */
+  getSecurityGroup(id: string): Promise<SecurityGroupRecord> {
+    return this.read(this.store, 'secgroups', parseInput(idSchema, id, 'id'), 'id');
+  }
+
+  /** Every network, in id order. */
+  listNetworks(): Promise<NetworkRecord[]> {
+    return listAll(this.store, this.key('networks', ''));
+  }
+
+  /** Every subnet, in id order. */
+  listSubnets(): Promise<SubnetRecord[]> {
+    return listAll(this.store, this.key('subnets', ''));
+  }
+
+  /** Every port (instance and router ports), in id order. */
+  listPorts(): Promise<PortRecord[]> {
+    return listAll(this.store, this.key('ports', ''));
+  }
+
+  /** Every router, in id order. */
+  listRouters(): Promise<RouterRecord[]> {
+    return listAll(this.store, this.key('routers', ''));
+  }
+
+  /** Every floating IP, in id order. */
+  listFloatingIps(): Promise<FloatingIpRecord[]> {
+    return listAll(this.store, this.key('floatingips', ''));
+  }
+
+  /** Every security group, in id order. */
+  listSecurityGroups(): Promise<SecurityGroupRecord[]> {
+    return listAll(this.store, this.key('secgroups', ''));
+  }
+
+  /** Every registered host, in name order. */
+  listHosts(): Promise<HostRecord[]> {
+    return listAll(this.store, this.key('hosts', ''));
   }
 
   /** Everything, read in one transaction so it is consistent (one revision). */
