@@ -79,7 +79,7 @@ export class ReferenceCloud {
         new IdentityApi(auth),
         new ImageApi({ ...common, images: parts.images, quota: parts.quota }),
         new NetworkApi({ ...common, vpc: parts.vpc, quota: parts.quota, inventory: parts.inventory }),
-        new ComputeApi({ ...common, ...parts }),
+        new ComputeApi({ ...common, ...parts, dataDir: options.dataDir }),
       ],
     });
     // Reservations of a crashed API process expire and give their quota back.

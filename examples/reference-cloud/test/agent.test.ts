@@ -4,6 +4,7 @@
  * middle of a build. Servers are made the way the compute API makes them (quota reservation, placement,
  * ports, a record with `task: 'spawning'`).
  */
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -14,15 +15,9 @@ import { isNubesError, type JsonValue, SqliteStore } from '@nubes/core';
 import { livePid, runPaths } from '@nubes/kvm';
 import { describeWith } from '@nubes/testing';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import {
-  ComputeAgent,
-  consoleLogPath,
-  RESTARTED_DURING_BUILD,
-  runDir,
-  serverQuotaDeltas,
-} from '../src/agent/index.js';
+import { ComputeAgent, consoleLogPath, RESTARTED_DURING_BUILD, runDir } from '../src/agent/index.js';
 import { type CloudParts, openParts } from '../src/cloud.js';
-import { type ServerRecord, serverKey } from '../src/compute/model.js';
+import { type ServerRecord, serverKey, serverQuotaDeltas } from '../src/compute/model.js';
 import {
   buildGuestFiles,
   GUEST_READY_MARKER,

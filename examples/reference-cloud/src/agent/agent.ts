@@ -14,7 +14,13 @@ import { livePid, migrate, runPaths, Vm, type VmSpec } from '@nubes/kvm';
 import { NetworkHost, VpcAgent } from '@nubes/netns';
 import type { CloudParts } from '../cloud.js';
 import { openParts } from '../cloud.js';
-import { SERVERS_PREFIX, type ServerRecord, type ServerTask, serverKey } from '../compute/model.js';
+import {
+  SERVERS_PREFIX,
+  type ServerRecord,
+  type ServerTask,
+  serverKey,
+  serverQuotaDeltas,
+} from '../compute/model.js';
 import * as ports from '../network/ports.js';
 import { consoleLogPath, instanceDir, runDir } from './paths.js';
 
@@ -77,14 +83,6 @@ export const READY_MARKER_PROPERTY = 'nubes_ready_marker';
 
 /** The fault recorded on a server whose build was interrupted by the agent's own death. */
 export const RESTARTED_DURING_BUILD = 'compute agent restarted during build';
-
-/**
- * Quota amounts of one server, as the compute API reserves them and the agent gives them back. The names
- * are `@nubes/quota`'s standard resources.
- */
-export function serverQuotaDeltas(server: Pick<ServerRecord, 'flavor'>): Record<string, number> {
-  return { instances: 1, vcpus: server.flavor.vcpus, memoryMiB: server.flavor.ramMiB };
-}
 
 /**
  * The kernel command line of a server booted from a kernel image: the image's `os_command_line` (or

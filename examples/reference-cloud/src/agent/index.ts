@@ -9,6 +9,5 @@ export {
   guestCommandLine,
   READY_MARKER_PROPERTY,
   RESTARTED_DURING_BUILD,
-  serverQuotaDeltas,
 } from './agent.js';
 export { consoleLogPath, instanceDir, runDir } from './paths.js';

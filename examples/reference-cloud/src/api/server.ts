@@ -110,7 +110,7 @@ export class CloudServer {
       await service.handle(ctx);
     } catch (error) {
       const { status, message } = statusOf(error);
-      if (status >= 500) this.options.onServerError?.(error, request);
+      if (status >= 500 && status !== 501) this.options.onServerError?.(error, request);
       if (response.headersSent) {
         response.destroy();
         return;

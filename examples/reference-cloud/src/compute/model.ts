@@ -89,3 +89,13 @@ export type ServerRecord = {
   updated: string;
   launchedAt?: string;
 };
+
+/**
+ * Quota amounts of one server, as the compute API reserves them and the agent gives them back. The names
+ * are `@nubes/quota`'s standard resources. The API reserves them at create; the agent commits the reservation
+ * (and removes `reservationId` from the record) when the server is ACTIVE, rolls it back on a failed build,
+ * and releases them when the server is deleted.
+ */
+export function serverQuotaDeltas(server: Pick<ServerRecord, 'flavor'>): Record<string, number> {
+  return { instances: 1, vcpus: server.flavor.vcpus, memoryMiB: server.flavor.ramMiB };
+}
