@@ -9,7 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { isNubesError, type JsonValue, NubesError, type Store } from '@nubes/core';
+import { isNubesError, type JsonValue, NubesError, runCommand, type Store } from '@nubes/core';
 import { livePid, migrate, runPaths, Vm, type VmSpec } from '@nubes/kvm';
 import { NetworkHost, VpcAgent } from '@nubes/netns';
 import type { CloudParts } from '../cloud.js';
@@ -21,7 +21,7 @@ import {
   serverKey,
   serverQuotaDeltas,
 } from '../compute/model.js';
-import * as ports from '../network/ports.js';
+import { bindServerPort, detachServerPort } from '../network/ports.js';
 import { consoleLogPath, instanceDir, runDir } from './paths.js';
 
 /** The host an agent runs for. */
@@ -59,6 +59,8 @@ export interface ComputeAgentOptions {
   networkOwner?: string;
   /** How long a guest gets to power off after the ACPI button before QEMU is told to quit. Default 10 s. */
   shutdownTimeoutMs?: number;
+  /** How long a live migration may take before it is cancelled (the guest stays on its host). Default 120 s. */
+  migrationTimeoutMs?: number;
   /** How long to wait for the VpcAgent to make a port's tap device. Default 60 s. */
   tapTimeoutMs?: number;
   /** How long a guest gets to print the image's ready marker (`nubes_ready_marker`). Default 180 s. */
@@ -422,7 +424,7 @@ export class ComputeAgent {
     const entry = await this.parts.store.get<ServerRecord>(serverKey(serverId));
     if (!entry) return;
     for (const port of entry.value.ports)
-      await ports.detachServerPort(this.parts.vpc, port).catch(ignoreNotFound);
+      await detachServerPort(this.parts.vpc, port, { quota: this.parts.quota }).catch(ignoreNotFound);
     await this.giveBackQuota(entry.value);
     await this.update(serverId, (s) => ({
       ...s,
@@ -464,7 +466,8 @@ export class ComputeAgent {
   private async remove(server: ServerRecord): Promise<void> {
     await this.destroyVm(server.id);
     await this.releaseDisk(server.id);
-    for (const port of server.ports) await ports.detachServerPort(this.parts.vpc, port).catch(ignoreNotFound);
+    for (const port of server.ports)
+      await detachServerPort(this.parts.vpc, port, { quota: this.parts.quota }).catch(ignoreNotFound);
     await this.parts.inventory.release(server.id).catch(ignoreNotFound);
     await this.giveBackQuota(server, true);
     await rm(instanceDir(this.o.dataDir, server.id), { recursive: true, force: true });
@@ -500,37 +503,60 @@ export class ComputeAgent {
     const source = this.vm(server.id);
     if (!target || target === this.host.name) return fail('migration: no other target host');
     if (!source) return fail('migration: the server is not running on its host');
-    const bind = (ports as Record<string, unknown>).bindServerPort;
-    if (typeof bind !== 'function') return fail('migration: this cloud cannot re-bind ports yet');
     const targetNs = await this.targetNamespace(target);
+    let switched = false;
     try {
-      // Ports move first so the target's VpcAgent makes their taps in its namespace.
-      for (const port of server.ports)
-        await (bind as (vpc: unknown, portId: string, to: { host: string; tap: string }) => Promise<unknown>)(
-          this.parts.vpc,
-          port.portId,
-          { host: target, tap: port.tap },
-        );
+      // The ports stay bound here until the guest has moved: the source QEMU keeps using its taps, and a tap
+      // deleted under a running QEMU wedges its migration. So the target gets plain taps of the same names
+      // now (Nova's pre_live_migration step on the destination, done from here because both hosts are on
+      // this machine); the target's VpcAgent adopts and wires them once the ports move.
+      // Same settings as the VpcAgent gives a port's tap (the network's MTU), or it would refuse to adopt it.
+      for (const port of server.ports) {
+        const ns = targetNs ? ['-n', targetNs] : [];
+        const { mtu } = await this.parts.vpc.getNetwork(port.networkId);
+        await runCommand('ip', [...ns, 'tuntap', 'add', 'dev', port.tap, 'mode', 'tap']);
+        await runCommand('ip', [...ns, 'link', 'set', 'dev', port.tap, 'mtu', String(mtu)]);
+      }
       const wrapper = await this.writeQemuWrapper(targetNs, target);
-      for (const port of server.ports) await this.waitForTap(port.tap, targetNs);
       const destination = await Vm.create(
         { ...source.spec, name: target, incoming: true },
         { runRoot: instanceDir(this.o.dataDir, server.id), ...(wrapper ? { qemuBinary: wrapper } : {}) },
       );
+      this.log(`${server.id}: destination QEMU started on ${target}`);
       this.stopping.add(server.id);
       try {
-        await migrate(source, destination, { storage: 'shared', transport: 'unix' });
+        let logged = 0;
+        await migrate(source, destination, {
+          storage: 'shared',
+          transport: 'unix',
+          // A guest under TCG can dirty memory faster than it is sent; throttling it lets the copy converge.
+          autoConverge: true,
+          timeoutMs: this.o.migrationTimeoutMs ?? 120_000,
+          onProgress: (p) => {
+            if (Date.now() - logged < 2000) return;
+            logged = Date.now();
+            this.log(
+              `${server.id}: migration ${p.phase}: ${p.transferredBytes} sent, ${p.remainingBytes} left`,
+            );
+          },
+        });
       } catch (error) {
         await destination.kill().catch(() => {});
+        for (const port of server.ports)
+          await runCommand('ip', [...(targetNs ? ['-n', targetNs] : []), 'link', 'del', port.tap]).catch(
+            () => {},
+          );
         throw error;
       } finally {
         this.stopping.delete(server.id);
       }
+      switched = true;
       this.vms.delete(server.id);
       await this.linkConsole(server.id, target);
-      await this.parts.inventory.move(server.id, target).catch(ignoreNotFound);
       // Leave the connections to the target's agent, which re-attaches on seeing the record.
       await release(destination);
+      for (const port of server.ports)
+        await bindServerPort(this.parts.vpc, port.portId, { host: target, tap: port.tap });
       await this.update(server.id, (s) => {
         const { migration: _m, ...rest } = s;
         return { ...rest, host: target, task: null, status: 'ACTIVE', powerState: 1 };
@@ -538,12 +564,17 @@ export class ComputeAgent {
       await rm(runDir(this.o.dataDir, server.id, this.host.name), { recursive: true, force: true });
       this.log(`${server.id}: migrated to ${target}`);
     } catch (error) {
-      for (const port of server.ports)
-        await (bind as (vpc: unknown, portId: string, to: { host: string; tap: string }) => Promise<unknown>)(
-          this.parts.vpc,
-          port.portId,
-          { host: this.host.name, tap: port.tap },
-        ).catch(() => {});
+      if (switched) {
+        // The guest runs on the target already: the record must say so, whatever failed after the switch.
+        this.o.onError?.(error);
+        await this.update(server.id, (s) => {
+          const { migration: _m, ...rest } = s;
+          return { ...rest, host: target, task: null, status: 'ACTIVE', powerState: 1 };
+        });
+        return;
+      }
+      // The API moved the scheduler's claim to the target before asking; it comes back with the server.
+      await this.parts.inventory.move(server.id, this.host.name).catch(() => {});
       await fail(`migration failed: ${messageOf(error)}`);
     }
   }

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { type CommandResult, SqliteStore } from '@nubes/core';
 import { describeWith, strictCapabilities, which } from '@nubes/testing';
 import { describe, expect, it } from 'vitest';
+import { ComputeAgent } from '../../src/agent/index.js';
 import { type Credentials, OpenstackCli } from '../../src/cli.js';
 import { ReferenceCloud } from '../../src/cloud.js';
+import { SimulatedHosts } from '../../src/hosts/index.js';
 
 /** A user the CLI logs in as. */
 export type Who = Credentials;
@@ -61,11 +63,17 @@ export interface TestCloud {
   ok<T = Record<string, unknown>>(who: Who, args: string[]): Promise<T>;
   /** A project-scoped token for `who` over raw HTTP. */
   token(who: Who): Promise<string>;
+  /** The simulated hosts, when started with `hosts`. */
+  hosts?: SimulatedHosts;
+  /** One compute agent per simulated host, in this process. */
+  agents: ComputeAgent[];
+  /** What the agents logged (for failure messages). */
+  agentLog: string[];
   close(): Promise<void>;
 }
 
-/** Starts a test cloud. Call `close()` in `afterAll`. */
-export async function startTestCloud(): Promise<TestCloud> {
+/** Starts a test cloud, with `hosts` simulated compute hosts and their agents. Call `close()` in `afterAll`. */
+export async function startTestCloud(options: { hosts?: number } = {}): Promise<TestCloud> {
   const dir = mkdtempSync(join(tmpdir(), 'nubes-refcloud-'));
   const store = new SqliteStore({ path: join(dir, 'cloud.db'), durability: 'normal' });
   const cloud = await ReferenceCloud.open({
@@ -77,11 +85,33 @@ export async function startTestCloud(): Promise<TestCloud> {
   const base = `http://127.0.0.1:${await cloud.listen(0)}`;
   const authUrl = `${base}/v3`;
   const cli = new OpenstackCli(authUrl);
+  const agents: ComputeAgent[] = [];
+  const agentLog: string[] = [];
+  let hosts: SimulatedHosts | undefined;
+  if (options.hosts) {
+    hosts = await SimulatedHosts.create({ count: options.hosts, owner: `rct-${process.pid % 100_000}` });
+    for (const host of hosts.hosts) {
+      const agent = new ComputeAgent({
+        parts: cloud.parts,
+        host,
+        dataDir: join(dir, 'data'),
+        accelerator: 'tcg',
+        capacity: { vcpus: 4, memoryMiB: 2048, diskGiB: 20 },
+        log: (line) => agentLog.push(`[${host.name}] ${line}`),
+        onError: (error) => agentLog.push(`[${host.name}] error: ${(error as Error).message}`),
+      });
+      await agent.start();
+      agents.push(agent);
+    }
+  }
   const openstack = (who: Who, args: string[], json = true): Promise<CommandResult> =>
     cli.run(who, args, json);
   return {
     cloud,
     store,
+    ...(hosts ? { hosts } : {}),
+    agents,
+    agentLog,
     dir,
     base,
     authUrl,
@@ -109,6 +139,8 @@ export async function startTestCloud(): Promise<TestCloud> {
       return response.headers.get('x-subject-token') as string;
     },
     async close(): Promise<void> {
+      for (const agent of agents) await agent.stop({ killGuests: true }).catch(() => {});
+      await hosts?.destroy();
       await cloud.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
