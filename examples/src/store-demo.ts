@@ -3,8 +3,8 @@
  * transaction, watch the changes arrive, and print what happened. Later issues grow `examples/` into
  * the reference cloud.
  *
- *   npm run demo                        # state in .nubes/demo.db
- *   NUBES_STORE=memory: npm run demo    # or sqlite:/path, postgres://...
+ *   npm start -w @nubes/examples                        # state in .nubes/demo.db
+ *   NUBES_STORE=memory: npm start -w @nubes/examples    # or sqlite:/path, postgres://...
  */
 import { mkdirSync } from 'node:fs';
 import { isNubesError, openStore, type WatchEvent } from '@nubes/core';

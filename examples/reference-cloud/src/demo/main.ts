@@ -2,10 +2,10 @@
  * `npm run demo`: the reference cloud with three simulated hosts, driven by the real `openstack` CLI the way a
  * new user would drive it. The API and each compute agent are processes of their own sharing PostgreSQL.
  *
- * Environment: `NUBES_STORE` (an existing PostgreSQL URL; default: a private PostgreSQL started for the demo),
- * `NUBES_DEMO_VERBOSE=1` (echo the processes' logs).
+ * Environment: `NUBES_DEMO_POSTGRES` (an existing PostgreSQL URL; default: a private PostgreSQL started for the
+ * demo and removed after it), `NUBES_DEMO_VERBOSE=1` (echo the processes' logs).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NubesError, openStore, runCommand } from '@nubes/core';
@@ -42,10 +42,10 @@ async function main(): Promise<void> {
   let cleanExit = false;
   try {
     // ---------------------------------------------------------------- the cloud
-    const { storeUrl, cli, dataDir } = await steps.run(
+    const { storeUrl, cli } = await steps.run(
       `Start the cloud: PostgreSQL, ${HOSTS} simulated hosts, the API and one compute agent per host`,
       async (say) => {
-        let storeUrl = process.env.NUBES_STORE;
+        let storeUrl = process.env.NUBES_DEMO_POSTGRES;
         if (!storeUrl) {
           pg = await startPostgres();
           storeUrl = pg.url;
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
             .map((p) => `${p.name} (pid ${p.child.pid})`)
             .join(', ')}`,
         );
-        return { storeUrl, cli: new OpenstackCli(authUrl, { timeoutMs: 240_000 }), dataDir };
+        return { storeUrl, cli: new OpenstackCli(authUrl, { timeoutMs: 240_000 }) };
       },
     );
 
@@ -105,7 +105,6 @@ async function main(): Promise<void> {
         throw new NubesError('Internal', `expected ${HOSTS} hypervisors, got ${list.length}`);
       return list;
     });
-    void hypervisors;
 
     // ---------------------------------------------------------------- a tenant
     await steps.run('A new project and user with the member role', async (say) => {
@@ -177,41 +176,36 @@ async function main(): Promise<void> {
       },
     );
 
-    const net = await steps.run(
-      'Network, subnet and router; a security group allowing ICMP and TCP 22',
-      async (say) => {
-        const network = await cli.json(ALICE, ['network', 'create', 'demo-net']);
-        const subnet = await cli.json(ALICE, [
-          'subnet',
-          'create',
-          '--network',
-          'demo-net',
-          '--subnet-range',
-          '10.0.0.0/24',
-          'demo-subnet',
-        ]);
-        await cli.json(ALICE, ['router', 'create', 'demo-router']);
-        await cli.quiet(ALICE, ['router', 'add', 'subnet', 'demo-router', 'demo-subnet']);
-        await cli.json(ALICE, ['security', 'group', 'create', '--description', 'ping and ssh', 'web']);
-        await cli.json(ALICE, ['security', 'group', 'rule', 'create', '--protocol', 'icmp', 'web']);
-        await cli.json(ALICE, [
-          'security',
-          'group',
-          'rule',
-          'create',
-          '--protocol',
-          'tcp',
-          '--dst-port',
-          '22',
-          'web',
-        ]);
-        say(
-          `network ${network.id} (${subnet.cidr}, gateway ${subnet.gateway_ip}); router demo-router on it; group web: icmp, tcp/22`,
-        );
-        return { networkId: network.id as string };
-      },
-    );
-    void net;
+    await steps.run('Network, subnet and router; a security group allowing ICMP and TCP 22', async (say) => {
+      const network = await cli.json(ALICE, ['network', 'create', 'demo-net']);
+      const subnet = await cli.json(ALICE, [
+        'subnet',
+        'create',
+        '--network',
+        'demo-net',
+        '--subnet-range',
+        '10.0.0.0/24',
+        'demo-subnet',
+      ]);
+      await cli.json(ALICE, ['router', 'create', 'demo-router']);
+      await cli.quiet(ALICE, ['router', 'add', 'subnet', 'demo-router', 'demo-subnet']);
+      await cli.json(ALICE, ['security', 'group', 'create', '--description', 'ping and ssh', 'web']);
+      await cli.json(ALICE, ['security', 'group', 'rule', 'create', '--protocol', 'icmp', 'web']);
+      await cli.json(ALICE, [
+        'security',
+        'group',
+        'rule',
+        'create',
+        '--protocol',
+        'tcp',
+        '--dst-port',
+        '22',
+        'web',
+      ]);
+      say(
+        `network ${network.id} (${subnet.cidr}, gateway ${subnet.gateway_ip}); router demo-router on it; group web: icmp, tcp/22`,
+      );
+    });
 
     const group = await steps.run('A server group with the anti-affinity policy', async (say) => {
       const g = await cli.json(ALICE, ['server', 'group', 'create', '--policy', 'anti-affinity', 'spread']);
@@ -360,7 +354,6 @@ async function main(): Promise<void> {
       say(`servers left: ${left.length}`);
     });
     cleanExit = true;
-    void dataDir;
   } finally {
     await teardown(steps, processes, hosts, owner, dir, pg, cleanExit);
   }
@@ -418,4 +411,3 @@ main().catch((error: unknown) => {
   console.error(error instanceof Error ? error.message : error);
   process.exitCode = 1;
 });
-void readFileSync;

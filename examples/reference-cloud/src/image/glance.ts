@@ -1,6 +1,6 @@
 /**
- * Glance v2's view of an `@nubes/images` record: the formats Glance names that the store does not (kernel,
- * ramdisk and AMI images are raw bytes to the store), the checks of the fields a client sends, and the JSON
+ * Glance v2's view of an `@nubes/images` record: the formats Glance names that the store does not (an unset
+ * format, the `ova` and `compressed` containers), the checks of the fields a client sends, and the JSON
  * shape python-openstackclient and openstacksdk read.
  */
 import { invalidInput, NubesError } from '@nubes/core';
@@ -43,9 +43,8 @@ export type GlanceContainerFormat = (typeof GLANCE_CONTAINER_FORMATS)[number];
 export const GLANCE_VISIBILITIES: readonly Visibility[] = ['public', 'private', 'shared', 'community'];
 
 /**
- * The hidden property holding the Glance disk format when the store's `diskFormat` cannot say it (`aki` is
- * stored as `raw`; `''` means the client has not set one yet). Compute agents read kernel and ramdisk data as
- * the raw bytes the store keeps, so they need not look at it.
+ * The hidden property holding the Glance disk format when the store's `diskFormat` cannot say it (`''`: the
+ * client has not set one yet).
  */
 export const DISK_FORMAT_KEY = 'nubes_glance.disk_format';
 /** The hidden property holding the Glance container format when the store's `containerFormat` cannot say it. */
@@ -108,16 +107,15 @@ export function isUuid(value: string): boolean {
   return UUID.test(value);
 }
 
-/** The store's disk format for a Glance one: kernel, ramdisk and AMI data are raw bytes. */
+/** The store's disk format for a Glance one (an image created without one is kept as raw until it is set). */
 export function storeDiskFormat(format: GlanceDiskFormat | null): DiskFormat {
-  if (format === null || format === 'ami' || format === 'aki' || format === 'ari') return 'raw';
-  return format;
+  return format ?? 'raw';
 }
 
-/** The store's container format for a Glance one (the store keeps only bare, ovf and docker). */
+/** The store's container format for a Glance one (`ova` and `compressed` are kept as bare). */
 export function storeContainerFormat(format: GlanceContainerFormat | null): ContainerFormat {
-  if (format === 'ovf' || format === 'docker') return format;
-  return 'bare';
+  if (format === null || format === 'ova' || format === 'compressed') return 'bare';
+  return format;
 }
 
 /** The Glance disk format of a record (null when the client has not set one). */

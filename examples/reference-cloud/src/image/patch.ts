@@ -173,7 +173,7 @@ function applyBase(
 
 /**
  * Glance changes a format only while the image has no data; the store also fixes the format it checks uploads
- * against at creation, so only a change it stores alike (`raw` to `aki`, unset to `raw`) is possible here.
+ * against at creation, so only a change it stores alike (unset to `raw`, `bare` to `ova`) is possible here.
  */
 function formatChange(record: ImageRecord, attr: string, storedAlike: boolean): void {
   if (record.status !== 'queued')
@@ -183,7 +183,7 @@ function formatChange(record: ImageRecord, attr: string, storedAlike: boolean): 
   if (!storedAlike)
     throw new NubesError(
       'Forbidden',
-      `Attribute ${attr} can only change here between formats stored alike (raw, aki, ari, ami; bare and the others); create a new image instead.`,
+      `Attribute ${attr} can only change here between formats stored alike (unset and raw; bare, ova and compressed); create a new image instead.`,
       { details: { field: attr } },
     );
 }
