@@ -48,7 +48,7 @@ export const MIN_MICROVERSION = new Microversion(2, 1);
 /**
  * The newest microversion served. 2.73 covers everything openstacksdk 0.101 asks for (flavors 2.61, server
  * groups 2.64, servers 2.72): every change up to it that touches what this cloud serves is implemented
- * (see docs/compute.md for the list and for the calls outside this cloud's scope).
+ * (see the README for the list and for the calls outside this cloud's scope).
  */
 export const MAX_MICROVERSION = new Microversion(2, 73);
 

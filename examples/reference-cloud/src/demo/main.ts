@@ -170,8 +170,11 @@ async function main(): Promise<void> {
           'nubes_ready_marker=NUBES-GUEST-READY',
           'tiny',
         ]);
-        for (const i of [kernel, ramdisk, disk])
-          say(`${i.name}: ${i.id} ${i.status} ${i.disk_format} ${i.size} bytes`);
+        // The CLI prints the record it created before the upload; show what the upload made of each.
+        for (const created of [kernel, ramdisk, disk]) {
+          const i = await cli.json(ALICE, ['image', 'show', String(created.id)]);
+          say(`${i.name}: ${i.status}, ${i.disk_format}, ${i.size} bytes, md5 ${i.checksum}`);
+        }
         return disk.id as string;
       },
     );
@@ -331,9 +334,9 @@ async function main(): Promise<void> {
       const store = openStore(storeUrl);
       try {
         const plan = planBalance(await new Inventory(store).snapshot(), { targetStdDev: 0.01 });
-        say(
-          `load before: mean ${plan.before.mean.toFixed(3)}, std dev ${plan.before.stdDev.toFixed(3)}; after: std dev ${plan.after.stdDev.toFixed(3)}`,
-        );
+        const loads = Object.entries(plan.before.perHost).map(([h, l]) => `${h} ${(l * 100).toFixed(1)}%`);
+        say(`host load: ${loads.join(', ')} (std dev ${plan.before.stdDev.toFixed(3)})`);
+        say(`after the plan: std dev ${plan.after.stdDev.toFixed(3)}`);
         for (const m of plan.moves) say(`move ${m.instanceId} ${m.from} -> ${m.to}: ${m.reason}`);
         if (plan.moves.length === 0) say(`no move (${plan.stoppedBecause})`);
       } finally {
