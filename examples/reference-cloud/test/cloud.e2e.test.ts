@@ -113,7 +113,7 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
       disk_format: 'aki',
     });
     imageId = String(disk.id);
-  });
+  }, 240_000);
 
   it('boots two servers of an anti-affinity group on different hosts; one pings the other over VXLAN', async () => {
     await t.ok(alice, ['network', 'create', 'net']);
@@ -169,7 +169,7 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
       return s.length >= 3 ? s : undefined;
     });
     expect(seqs.length).toBeGreaterThanOrEqual(3);
-  });
+  }, 240_000);
 
   it('live-migrates the pinged server to the third host while the ping goes on; a member may not migrate', async () => {
     const vm1 = ids.vm1 as string;
@@ -207,7 +207,7 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
       return s.length >= 3 ? s : undefined;
     });
     expect(after.length).toBeGreaterThanOrEqual(3);
-  });
+  }, 240_000);
 
   it('stops and starts a server, refuses one over the quota, and deletes leaving nothing behind', async () => {
     const vm2 = ids.vm2 as string;
@@ -243,5 +243,5 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
       const links = await t.hosts?.exec(host.name, ['ip', '-o', 'link', 'show']);
       expect(links?.stdout ?? '').not.toMatch(/ tap/);
     }
-  });
+  }, 240_000);
 }, ['root', 'qemu-system', 'qemu-img', 'ip', 'nft', 'busybox']);

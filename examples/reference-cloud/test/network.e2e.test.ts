@@ -284,5 +284,5 @@ describeCloud('reference cloud network API (Neutron v2.0), driven by the real op
       expect(r.exitCode, r.stderr).toBe(0);
     }
     expect(await t.ok<Row[]>(ADMIN, ['network', 'list'])).toEqual([]);
-  }, 120_000);
+  }, 240_000);
 });

@@ -5,14 +5,17 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { NubesError } from '@nubes/core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** The tsx loader, so children run the TypeScript sources as `npm start` does. */
-function tsxCli(): string {
-  return createRequire(import.meta.url).resolve('tsx/cli');
+/**
+ * The tsx loader, so children run the TypeScript sources as `npm start` does. Loaded with `--import` into one
+ * node process (the tsx CLI would run the program in a child of its own, which a SIGKILL would not reach).
+ */
+function tsxLoader(): string {
+  return pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 }
 
 /** A child process of the demo, with its output kept and optionally echoed. */
@@ -43,7 +46,7 @@ export class CloudProcess {
     env: Record<string, string>,
     echo?: (line: string) => void,
   ): CloudProcess {
-    const child = spawn(process.execPath, [tsxCli(), join(here, '..', entry)], {
+    const child = spawn(process.execPath, ['--import', tsxLoader(), join(here, '..', entry)], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
