@@ -142,5 +142,31 @@ describe('VPC agent loop without a kernel', () => {
     expect(loop.reconciles).toBe(2);
     await loop.close();
     await expect(agent.watch({ debounceMs: -1 })).rejects.toThrow(/options.debounceMs/);
+    await expect(agent.watch({ resyncMs: 1 })).rejects.toThrow(/options.resyncMs/);
+  });
+
+  it('resyncs every resyncMs with no change seen, and stops when closed', async () => {
+    const vpc = new Vpc({ store: new MemoryStore() });
+    const agent = new VpcAgent({ vpc, host: 'h', owner: 'nbv-resync', mode: 'br_netfilter' });
+    let calls = 0;
+    agent.reconcile = async () => {
+      calls++;
+      return {
+        wiredPorts: [],
+        deletedNamespaces: [],
+        deletedLinks: [],
+        fdbChanges: 0,
+        neighborChanges: 0,
+        filterReplaced: false,
+        routers: 0,
+      };
+    };
+    const loop = await agent.watch({ debounceMs: 10, resyncMs: 50 });
+    await sleep(280);
+    await loop.close();
+    expect(calls).toBeGreaterThanOrEqual(4); // the first run, then one per period
+    const after = calls;
+    await sleep(120);
+    expect(calls).toBe(after);
   });
 });

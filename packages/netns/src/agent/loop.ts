@@ -9,6 +9,12 @@ export interface AgentLoopOptions {
   debounceMs?: number;
   /** Wait before retrying a failed reconcile or reopening a failed watch, in ms (default 2000). */
   retryMs?: number;
+  /**
+   * Also reconcile this often with no change seen, in ms (default: never). A level-triggered safety net, as
+   * Kubernetes controllers resync: whatever a missed event or an outside hand changed on the host is put
+   * back within one period.
+   */
+  resyncMs?: number;
   /** Called after every successful reconcile. */
   onReconcile?: (result: ReconcileResult) => void;
   /** Called with every failed reconcile (retried after `retryMs`) and watch failure (reopened). */
@@ -28,6 +34,7 @@ export interface AgentLoop {
 const optionsSchema = z.object({
   debounceMs: z.number().int().min(0).max(600_000).default(200),
   retryMs: z.number().int().min(1).max(600_000).default(2000),
+  resyncMs: z.number().int().min(10).max(86_400_000).optional(),
 });
 
 /** Reconciles now, then after every change under `prefix` (debounced), one run at a time. */
@@ -41,6 +48,8 @@ export class ReconcileLoop implements AgentLoop {
   private closed = false;
   private watch: Watch | undefined;
   private waiters: (() => void)[] = [];
+  private resync: NodeJS.Timeout | undefined;
+  private readonly resyncMs: number | undefined;
 
   private constructor(
     private readonly store: Store,
@@ -50,11 +59,12 @@ export class ReconcileLoop implements AgentLoop {
   ) {
     const o = parseInput(
       optionsSchema,
-      { debounceMs: options.debounceMs, retryMs: options.retryMs },
+      { debounceMs: options.debounceMs, retryMs: options.retryMs, resyncMs: options.resyncMs },
       'options',
     );
     this.debounceMs = o.debounceMs;
     this.retryMs = o.retryMs;
+    this.resyncMs = o.resyncMs;
   }
 
   /** Opens the watch first, so no change made after this resolves can be missed, then reconciles. */
@@ -66,6 +76,10 @@ export class ReconcileLoop implements AgentLoop {
   ): Promise<ReconcileLoop> {
     const loop = new ReconcileLoop(store, prefix, reconcile, options);
     await loop.open();
+    if (loop.resyncMs !== undefined) {
+      loop.resync = setInterval(() => loop.schedule(0), loop.resyncMs);
+      loop.resync.unref();
+    }
     return loop;
   }
 
@@ -135,6 +149,7 @@ export class ReconcileLoop implements AgentLoop {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.resync);
     clearTimeout(this.timer);
     this.timer = undefined;
     this.watch?.close();
