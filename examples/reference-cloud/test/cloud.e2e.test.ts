@@ -6,6 +6,13 @@
 import { join } from 'node:path';
 import { runCommand } from '@nubes/core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import {
+  addressOf,
+  bootServer,
+  createTenantNetwork,
+  pingSequence,
+  uploadTinyImage,
+} from '../src/demo/scenario.js';
 import { buildGuestFiles } from '../src/guest/index.js';
 import {
   ADMIN,
@@ -35,16 +42,7 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
 
   const show = (who: Who, id: string) => t.ok(who, ['server', 'show', id]);
   const hostOf = async (id: string) => String((await show(ADMIN, id))['OS-EXT-SRV-ATTR:host']);
-  const addressOf = (server: Record<string, unknown>): string => {
-    const m = JSON.stringify(server.addresses).match(/\d+\.\d+\.\d+\.\d+/);
-    if (!m) throw new Error(`no address in ${JSON.stringify(server.addresses)}`);
-    return m[0];
-  };
-  const pingSeqs = async (id: string): Promise<number[]> => {
-    const r = await t.openstack(alice, ['console', 'log', 'show', id], false);
-    expect(r.exitCode, r.stderr).toBe(0);
-    return [...r.stdout.matchAll(/nubes-ping .*seq=(\d+)/g)].map((m) => Number(m[1]));
-  };
+  const pingSeqs = (id: string): Promise<number[]> => pingSequence(t.cli, alice, id);
   const waitFor = async <T>(
     what: string,
     probe: () => Promise<T | undefined>,
@@ -62,47 +60,7 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
 
   it('uploads a kernel, a ramdisk and a disk linked by kernel_id and ramdisk_id', async () => {
     const files = await buildGuestFiles(join(t.dir, 'guest'));
-    const kernel = await t.ok(alice, [
-      'image',
-      'create',
-      '--disk-format',
-      'aki',
-      '--container-format',
-      'aki',
-      '--file',
-      files.kernel,
-      'tiny-kernel',
-    ]);
-    const ramdisk = await t.ok(alice, [
-      'image',
-      'create',
-      '--disk-format',
-      'ari',
-      '--container-format',
-      'ari',
-      '--file',
-      files.ramdisk,
-      'tiny-ramdisk',
-    ]);
-    const disk = await t.ok(alice, [
-      'image',
-      'create',
-      '--disk-format',
-      'qcow2',
-      '--container-format',
-      'bare',
-      '--file',
-      files.disk,
-      '--property',
-      `kernel_id=${kernel.id}`,
-      '--property',
-      `ramdisk_id=${ramdisk.id}`,
-      '--property',
-      'os_command_line=console=ttyS0 quiet panic=-1',
-      '--property',
-      'nubes_ready_marker=NUBES-GUEST-READY',
-      'tiny',
-    ]);
+    const { kernel, disk } = await uploadTinyImage(t.cli, alice, files);
     // openstackclient prints the record it created, before the upload: show what the upload made of it.
     expect(await t.ok(alice, ['image', 'show', String(disk.id)])).toMatchObject({
       status: 'active',
@@ -116,44 +74,22 @@ describeCloud('reference cloud: servers booted, networked, migrated and deleted 
   }, 240_000);
 
   it('boots two servers of an anti-affinity group on different hosts; one pings the other over VXLAN', async () => {
-    await t.ok(alice, ['network', 'create', 'net']);
-    await t.ok(alice, ['subnet', 'create', '--network', 'net', '--subnet-range', '10.0.0.0/24', 'subnet']);
-    await t.ok(alice, ['router', 'create', 'router']);
-    expect((await t.openstack(alice, ['router', 'add', 'subnet', 'router', 'subnet'], false)).exitCode).toBe(
-      0,
-    );
-    await t.ok(alice, ['security', 'group', 'create', 'web']);
-    await t.ok(alice, ['security', 'group', 'rule', 'create', '--protocol', 'icmp', 'web']);
-    await t.ok(alice, [
-      'security',
-      'group',
-      'rule',
-      'create',
-      '--protocol',
-      'tcp',
-      '--dst-port',
-      '22',
-      'web',
-    ]);
+    await createTenantNetwork(t.cli, alice, {
+      network: 'net',
+      subnet: 'subnet',
+      router: 'router',
+      group: 'web',
+    });
     const group = await t.ok(alice, ['server', 'group', 'create', '--policy', 'anti-affinity', 'spread']);
     const boot = (name: string, extra: string[] = []) =>
-      t.ok(alice, [
-        'server',
-        'create',
-        '--flavor',
-        'm1.nano',
-        '--image',
-        imageId,
-        '--network',
-        'net',
-        '--security-group',
-        'web',
-        '--hint',
-        `group=${group.id}`,
-        ...extra,
-        '--wait',
+      bootServer(t.cli, alice, {
         name,
-      ]);
+        image: imageId,
+        network: 'net',
+        securityGroup: 'web',
+        serverGroup: String(group.id),
+        extra,
+      });
     const vm1 = await boot('vm1');
     expect(vm1.status, t.agentLog.slice(-20).join('\n')).toBe('ACTIVE');
     const vm2 = await boot('vm2', ['--property', `nubes_ping=${addressOf(vm1)}`]);

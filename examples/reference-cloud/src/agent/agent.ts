@@ -209,6 +209,9 @@ export class ComputeAgent {
     this.vpcLoop = await this.vpcAgent.watch({
       debounceMs: 100,
       retryMs: 1000,
+      // Level-triggered safety net: a host that missed a change (a guest's peer unreachable until some
+      // later change came along was seen once in CI) is put right within one period.
+      resyncMs: 5000,
       onError: (error) => this.o.onError?.(error),
     });
     await this.reconcileOnStart();

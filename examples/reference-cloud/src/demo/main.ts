@@ -15,6 +15,14 @@ import { type Credentials, OpenstackCli } from '../cli.js';
 import { buildGuestFiles, guestMissing } from '../guest/index.js';
 import { SimulatedHosts } from '../hosts/index.js';
 import { CloudProcess } from './processes.js';
+import {
+  addressOf,
+  bootServer,
+  createTenantNetwork,
+  pingSequence,
+  type Row,
+  uploadTinyImage,
+} from './scenario.js';
 import { Steps, seconds } from './steps.js';
 
 const ADMIN: Credentials = { user: 'admin', password: 'demo-admin-pw', project: 'admin' };
@@ -22,10 +30,6 @@ const ALICE: Credentials = { user: 'alice', password: 'alice-demo-pw', project: 
 const HOSTS = 3;
 const verbose = process.env.NUBES_DEMO_VERBOSE === '1';
 const echo = verbose ? (line: string) => console.log(`     ${line}`) : undefined;
-
-interface Row {
-  [key: string]: unknown;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -129,47 +133,7 @@ async function main(): Promise<void> {
       'Upload a tiny bootable image (kernel + ramdisk + disk, linked by kernel_id and ramdisk_id)',
       async (say) => {
         const files = await buildGuestFiles(join(dir, 'guest'));
-        const kernel = await cli.json(ALICE, [
-          'image',
-          'create',
-          '--disk-format',
-          'aki',
-          '--container-format',
-          'aki',
-          '--file',
-          files.kernel,
-          'tiny-kernel',
-        ]);
-        const ramdisk = await cli.json(ALICE, [
-          'image',
-          'create',
-          '--disk-format',
-          'ari',
-          '--container-format',
-          'ari',
-          '--file',
-          files.ramdisk,
-          'tiny-ramdisk',
-        ]);
-        const disk = await cli.json(ALICE, [
-          'image',
-          'create',
-          '--disk-format',
-          'qcow2',
-          '--container-format',
-          'bare',
-          '--file',
-          files.disk,
-          '--property',
-          `kernel_id=${kernel.id}`,
-          '--property',
-          `ramdisk_id=${ramdisk.id}`,
-          '--property',
-          'os_command_line=console=ttyS0 quiet panic=-1',
-          '--property',
-          'nubes_ready_marker=NUBES-GUEST-READY',
-          'tiny',
-        ]);
+        const { kernel, ramdisk, disk } = await uploadTinyImage(cli, ALICE, files);
         // The CLI prints the record it created before the upload; show what the upload made of each.
         for (const created of [kernel, ramdisk, disk]) {
           const i = await cli.json(ALICE, ['image', 'show', String(created.id)]);
@@ -180,31 +144,12 @@ async function main(): Promise<void> {
     );
 
     await steps.run('Network, subnet and router; a security group allowing ICMP and TCP 22', async (say) => {
-      const network = await cli.json(ALICE, ['network', 'create', 'demo-net']);
-      const subnet = await cli.json(ALICE, [
-        'subnet',
-        'create',
-        '--network',
-        'demo-net',
-        '--subnet-range',
-        '10.0.0.0/24',
-        'demo-subnet',
-      ]);
-      await cli.json(ALICE, ['router', 'create', 'demo-router']);
-      await cli.quiet(ALICE, ['router', 'add', 'subnet', 'demo-router', 'demo-subnet']);
-      await cli.json(ALICE, ['security', 'group', 'create', '--description', 'ping and ssh', 'web']);
-      await cli.json(ALICE, ['security', 'group', 'rule', 'create', '--protocol', 'icmp', 'web']);
-      await cli.json(ALICE, [
-        'security',
-        'group',
-        'rule',
-        'create',
-        '--protocol',
-        'tcp',
-        '--dst-port',
-        '22',
-        'web',
-      ]);
+      const { network, subnet } = await createTenantNetwork(cli, ALICE, {
+        network: 'demo-net',
+        subnet: 'demo-subnet',
+        router: 'demo-router',
+        group: 'web',
+      });
       say(
         `network ${network.id} (${subnet.cidr}, gateway ${subnet.gateway_ip}); router demo-router on it; group web: icmp, tcp/22`,
       );
@@ -217,30 +162,14 @@ async function main(): Promise<void> {
     });
 
     const boot = (name: string, extra: string[] = []) =>
-      cli.json(ALICE, [
-        'server',
-        'create',
-        '--flavor',
-        'm1.nano',
-        '--image',
-        imageId,
-        '--network',
-        'demo-net',
-        '--security-group',
-        'web',
-        '--hint',
-        `group=${group}`,
-        ...extra,
-        '--wait',
+      bootServer(cli, ALICE, {
         name,
-      ]);
-    const addrOf = (server: Row): string => {
-      const addresses = server.addresses as string | Record<string, string[]>;
-      const text = typeof addresses === 'string' ? addresses : JSON.stringify(addresses);
-      const m = text.match(/\d+\.\d+\.\d+\.\d+/);
-      if (!m) throw new NubesError('Internal', `no address in ${text}`);
-      return m[0];
-    };
+        image: imageId,
+        network: 'demo-net',
+        securityGroup: 'web',
+        serverGroup: group,
+        extra,
+      });
     const hostOf = async (id: string): Promise<string> => {
       const s = await cli.json(ADMIN, ['server', 'show', id]);
       return String(s['OS-EXT-SRV-ATTR:host']);
@@ -250,21 +179,18 @@ async function main(): Promise<void> {
       'Boot two servers in the group: they land on different hosts',
       async (say) => {
         const vm1 = await boot('vm1');
-        const ip1 = addrOf(vm1);
+        const ip1 = addressOf(vm1);
         // vm2's guest pings vm1 from boot on (the demo guest reads `nubes_ping` from the server's metadata).
         const vm2 = await boot('vm2', ['--property', `nubes_ping=${ip1}`]);
         for (const s of [vm1, vm2])
-          say(`${s.name}: ${s.status} on ${await hostOf(String(s.id))}, ${addrOf(s)}`);
+          say(`${s.name}: ${s.status} on ${await hostOf(String(s.id))}, ${addressOf(s)}`);
         const [h1, h2] = [await hostOf(String(vm1.id)), await hostOf(String(vm2.id))];
         if (h1 === h2) throw new NubesError('Internal', `anti-affinity broken: both on ${h1}`);
         return [vm1, vm2];
       },
     );
 
-    const pings = async (): Promise<number[]> => {
-      const r = await cli.run(ALICE, ['console', 'log', 'show', String(vm2.id)], false);
-      return [...r.stdout.matchAll(/seq=(\d+)/g)].map((m) => Number(m[1]));
-    };
+    const pings = (): Promise<number[]> => pingSequence(cli, ALICE, String(vm2.id));
     await steps.run('vm2 pings vm1 over the VXLAN overlay (openstack console log show vm2)', async (say) => {
       const deadline = Date.now() + 60_000;
       let seqs = await pings();

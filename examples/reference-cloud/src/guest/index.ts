@@ -92,9 +92,14 @@ echo "nubes-disk vda \${disk:-none}"
   done
 ) &
 echo "${GUEST_READY_MARKER} $name \${addr:-noaddr}"
-# A server asked to ping another (metadata nubes_ping) does so for its whole life: each reply is a console line
-# with its sequence number, so gaps show lost packets (the demo watches this across a live migration).
-[ -n "$target" ] && (ping "$target" 2>&1 | while read -r line; do echo "nubes-ping $line"; done) &
+# A server asked to ping another (metadata nubes_ping) does so for its whole life, one probe a second: each
+# reply is a console line with the probe's number, so gaps show lost packets (the demo watches this across a
+# live migration). One probe per ping process, because busybox ping exits on the first send error (an
+# unresolved neighbour while the overlay is still being wired), which would end a long-running ping for good.
+[ -n "$target" ] && (n=0; while true; do
+  ping -c 1 -W 1 "$target" >/dev/null 2>&1 && echo "nubes-ping reply from $target seq=$n"
+  n=$((n+1)); sleep 1
+done) &
 while true; do setsid cttyhack sh; done
 `;
 

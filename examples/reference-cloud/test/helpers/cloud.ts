@@ -57,6 +57,8 @@ export interface TestCloud {
   base: string;
   /** `<base>/v3` */
   authUrl: string;
+  /** The CLI pointed at this cloud. */
+  cli: OpenstackCli;
   /** Runs `openstack <args> [-f json]` as `who`; a failure resolves too, so a test can read the refusal. */
   openstack(who: Who, args: string[], json?: boolean): Promise<CommandResult>;
   /** Like {@link openstack} with JSON output, expecting success; returns the parsed output. */
@@ -109,6 +111,7 @@ export async function startTestCloud(options: { hosts?: number } = {}): Promise<
   return {
     cloud,
     store,
+    cli,
     ...(hosts ? { hosts } : {}),
     agents,
     agentLog,
